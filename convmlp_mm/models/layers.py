@@ -1,0 +1,156 @@
+"""Pieces shared by the ConvMLP and Pure-MLP families.
+
+Tensor layouts are named in the comments: NCHW is ``(N, C, H, W)``, NHWC is ``(N, H, W, C)``.
+Module and parameter names follow the published ConvMLP code, so that its checkpoints load
+without renaming.
+"""
+from typing import Dict, List, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
+from torch.utils.checkpoint import checkpoint
+
+
+class ChannelMLP(nn.Module):
+    """Two linear layers with an exact GELU between them, applied on the last dimension.
+
+    Args:
+        channels (int): Input and output channels.
+        hidden_channels (int): Channels of the hidden layer.
+    """
+
+    def __init__(self, channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden_channels)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> List[nn.Module]:
+    """A bias-free convolution, BatchNorm and ReLU, as a list to splice into ``nn.Sequential``."""
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class ConvTokenizer(nn.Module):
+    """The convolutional tokenizer ("patch converter"): stride 4, NCHW in and out.
+
+    Three 3x3 conv-BN-ReLU (the first with stride 2, widths C/2, C/2, C), then a 3x3 max pool
+    with stride 2.
+
+    Args:
+        out_channels (int): The tokenizer width C.
+    """
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        mid = out_channels // 2
+        self.block = nn.Sequential(
+            *conv_bn_relu(3, mid, 3, stride=2),
+            *conv_bn_relu(mid, mid, 3),
+            *conv_bn_relu(mid, out_channels, 3),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class PatchMerging(nn.Module):
+    """Swin-style 2x downsampling on NHWC tensors: each 2x2 neighbourhood is concatenated
+    (4 x in_channels), normalised and projected by a bias-free linear layer. Odd sizes are
+    zero-padded at the bottom/right, giving ``ceil(H / 2) x ceil(W / 2)``.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * in_channels)
+        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, _ = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.reduction(self.norm(x))  # (N, ceil(H/2), ceil(W/2), out_channels)
+
+
+def drop_path_module(rate: float) -> nn.Module:
+    """``DropPath(rate)``, or an ``Identity`` where the rate is 0."""
+    return DropPath(rate) if rate > 0 else nn.Identity()
+
+
+def drop_path_rates(num_blocks: int, max_rate: float) -> List[float]:
+    """The published per-stage schedule: rates rising linearly from 0 to ``max_rate``."""
+    return torch.linspace(0, max_rate, num_blocks).tolist()
+
+
+def maybe_checkpoint(module: nn.Module, x: torch.Tensor, with_cp: bool) -> torch.Tensor:
+    """Runs ``module._forward(x)``, through gradient checkpointing when asked and useful."""
+    if with_cp and x.requires_grad:
+        return checkpoint(module._forward, x, use_reentrant=False)
+    return module._forward(x)
+
+
+def check_out_indices(out_indices: Union[int, Sequence[int]], num_outs: int) -> Tuple[int, ...]:
+    """Validates ``out_indices`` against ``num_outs`` feature maps; negative indices count from
+    the end. Returns sorted, non-negative, unique indices.
+
+    Raises:
+        ValueError: empty, not integers, out of range or repeated.
+    """
+    indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+    allowed = f'integers in [{-num_outs}, {num_outs - 1}]'
+    if not indices or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        raise ValueError(f'out_indices={out_indices!r} is invalid: expected a non-empty list of {allowed}')
+    bad = [i for i in indices if not -num_outs <= i < num_outs]
+    if bad:
+        raise ValueError(f'out_indices={out_indices!r} has {bad} out of range: allowed are {allowed}')
+    normalised = [i % num_outs for i in indices]
+    if len(set(normalised)) != len(normalised):
+        raise ValueError(f'out_indices={out_indices!r} names the same feature map twice')
+    return tuple(sorted(normalised))
+
+
+def resolve_arch(arch: Union[str, Dict], zoo: Dict[str, Dict], family: str) -> Dict:
+    """Looks up ``arch`` in an arch table (case-insensitive), or validates a custom dict
+    against the keys and types of the table's entries.
+
+    Raises:
+        ValueError: unknown name, or a dict with missing/unknown keys or bad values.
+    """
+    if isinstance(arch, str):
+        if arch.lower() not in zoo:
+            raise ValueError(f'arch={arch!r} is not a {family} arch: choose one of {sorted(zoo)} or pass a dict')
+        return dict(zoo[arch.lower()])
+    if not isinstance(arch, dict):
+        raise ValueError(f'arch={arch!r} must be a name ({sorted(zoo)}) or a dict, not {type(arch).__name__}')
+    template = next(iter(zoo.values()))
+    missing, unknown = set(template) - set(arch), set(arch) - set(template)
+    if missing or unknown:
+        raise ValueError(f'arch dict {arch!r}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}; '
+                         f'a {family} arch needs exactly {sorted(template)}')
+    for key, ref in template.items():
+        value = arch[key]
+        if isinstance(ref, (tuple, list)):
+            ok = (isinstance(value, (tuple, list)) and len(value) == len(ref)
+                  and all(isinstance(v, int) and v > 0 for v in value))
+            expected = f'{len(ref)} positive integers'
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            expected = 'a positive number'
+        if not ok:
+            raise ValueError(f'arch[{key!r}]={value!r} is invalid: expected {expected}')
+    return dict(arch)

@@ -1,0 +1,137 @@
+"""Published checkpoints: loading, conversion round trip, same F1-F4 and logits; strict errors."""
+import pytest
+import torch
+
+from convmlp_mm import ConvMLP, PureMLP, mmpretrain_to_published, published_to_mmpretrain
+from published_convmlp import randomised
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope='module', params=['s', 'm', 'l'])
+def published(request, tmp_path_factory):
+    """(arch, reference model, path of its raw state dict)."""
+    model = randomised(request.param)
+    path = tmp_path_factory.mktemp('ckpt') / f'convmlp_{request.param}_imagenet.pth'
+    torch.save(model.state_dict(), path)
+    return request.param, model, path
+
+
+def test_published_checkpoint_reproduces_features(published):
+    arch, reference, path = published
+    model = ConvMLP(arch, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    model.eval()
+    x = torch.rand(2, 3, 97, 131)
+    with torch.no_grad():
+        ours, theirs = model(x), reference.forward_taps(x)[0]
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize('wrap', ['state_dict', 'model', 'module', 'backbone'])
+def test_wrapped_and_prefixed_checkpoints_load(published, tmp_path, wrap):
+    arch, reference, _ = published
+    if arch != 's':
+        pytest.skip('layout handling is arch-independent')
+    state = reference.state_dict()
+    if wrap in ('module', 'backbone'):
+        state = {f'{wrap}.{k}': v for k, v in state.items()}
+        if wrap == 'backbone':  # an mm detector: other parts are ignored, the head is gone
+            state = {k: v for k, v in state.items() if not k.startswith(('backbone.norm.', 'backbone.head.'))}
+            state['neck.lateral_convs.0.conv.weight'] = torch.zeros(1)
+        checkpoint = dict(state_dict=state, meta=dict(epoch=12))
+    else:
+        checkpoint = {wrap: state}
+    path = tmp_path / 'ckpt.pth'
+    torch.save(checkpoint, path)
+    model = ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    torch.testing.assert_close(model.state_dict()['stages.2.blocks.1.connect.weight'],
+                               reference.state_dict()['stages.2.blocks.1.connect.weight'])
+
+
+def test_converter_round_trip_has_no_missing_or_unexpected_keys(published):
+    arch, reference, _ = published
+    state = reference.state_dict()
+    converted = published_to_mmpretrain(state)
+    assert published_to_mmpretrain(converted) == converted  # recognises an already converted one
+    back = mmpretrain_to_published(converted)
+    assert back.keys() == state.keys()
+    assert all(back[k] is state[k] for k in state)
+    backbone_keys = {k[len('backbone.'):] for k in converted if k.startswith('backbone.')}
+    assert backbone_keys == set(ConvMLP(arch).state_dict())
+
+
+def test_mmpretrain_classifier_gives_the_published_logits(published):
+    from mmpretrain.registry import MODELS
+    arch, reference, _ = published
+    dims = {'s': 512, 'm': 512, 'l': 768}[arch]
+    model = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='ConvMLP', arch=arch, out_indices=-1),
+                              head=dict(type='MLPClsHead', num_classes=1000, in_channels=dims)))
+    model.load_state_dict(published_to_mmpretrain(reference.state_dict()), strict=True)
+    model.eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        assert rel_err(model(x, mode='tensor'), reference(x)) < 1e-5
+
+
+def test_timm_model_loads_published_file(published):
+    import timm
+    arch, reference, path = published
+    if arch != 's':
+        pytest.skip('one arch is enough for the timm path')
+    model = timm.create_model('convmlp_s', pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.rand(1, 3, 160, 192)
+    with torch.no_grad():
+        assert rel_err(model(x), reference(x)) < 1e-5
+
+
+def _save(tmp_path, state):
+    path = tmp_path / 'bad.pth'
+    torch.save(state, path)
+    return str(path)
+
+
+def test_unexpected_and_missing_keys_are_listed(published, tmp_path):
+    arch, reference, _ = published
+    if arch != 's':
+        pytest.skip('arch-independent')
+    state = dict(reference.state_dict())
+    state['stages.0.extra.weight'] = torch.zeros(1)
+    del state['tokenizer.block.0.weight']
+    path = _save(tmp_path, state)
+    with pytest.raises(RuntimeError) as error:
+        ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
+    message = str(error.value)
+    assert path in message and 'stages.0.extra.weight' in message and 'tokenizer.block.0.weight' in message
+
+
+def test_other_arch_names_keys_and_shapes(published, tmp_path):
+    arch, reference, path = published
+    if arch != 's':
+        pytest.skip('arch-independent')
+    with pytest.raises(RuntimeError) as error:
+        ConvMLP('m', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+    message = str(error.value)
+    assert 'missing keys' in message and '(arch m)' in message
+    assert 'stages.0.blocks.0.channel_mlp1.fc1.weight: checkpoint (256, 128) vs model (384, 128)' in message
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    path = tmp_path / 'truncated.pth'
+    torch.save(ConvMLP('s').state_dict(), path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(RuntimeError, match='cannot load checkpoint .*truncated.pth'):
+        ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+
+
+def test_pure_mlp_round_trips_its_own_checkpoint(tmp_path):
+    source = PureMLP('s')
+    path = _save(tmp_path, dict(state_dict={f'backbone.{k}': v for k, v in source.state_dict().items()}))
+    model = PureMLP('s', init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
