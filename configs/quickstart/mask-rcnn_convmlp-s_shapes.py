@@ -1,0 +1,47 @@
+# Quickstart: Mask R-CNN with ConvMLP-S, trained from scratch on the generated shapes dataset
+# (data/shapes/coco, made by `python tools/make_shapes.py`) at 160x128 on the CPU.
+# Only data, image size and schedule differ from the real config; for COCO use
+# configs/mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py.
+_base_ = '../mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py'
+
+data_root = 'data/shapes/coco/'
+metainfo = dict(classes=('rectangle', 'ellipse', 'triangle'), palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0)])
+img_scale = (160, 128)
+
+model = dict(
+    backbone=dict(init_cfg=None),
+    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4, num_workers=2,
+    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='train/'), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4, num_workers=2,
+    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img='val/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json', metric=['bbox', 'segm'])
+test_evaluator = val_evaluator
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11], gamma=0.1),
+]
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))

@@ -1,0 +1,57 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh, run as users run them, on tiny data."""
+import glob
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from convmlp_mm.data import generate
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+QUICK = {  # quickstart config -> overrides that make it 2 iterations on the CPU
+    'mask-rcnn_convmlp-s_shapes.py': ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=2'],
+    'retinanet_convmlp-s_shapes.py': ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=2'],
+    'fpn_convmlp-s_shapes.py': ['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'train_dataloader.batch_size=2'],
+}
+COMMON = ['train_dataloader.num_workers=0', 'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
+          'train_dataloader.persistent_workers=False', 'val_dataloader.persistent_workers=False',
+          'test_dataloader.persistent_workers=False']
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    """A directory with data/shapes (4 training, 2 validation images) to run the tools in."""
+    cwd = tmp_path_factory.mktemp('run')
+    generate(str(cwd / 'data/shapes'), num_train=4, num_val=2, size=(64, 80), seed=1)
+    return cwd
+
+
+def run(args, cwd, env=None):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f'{" ".join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize('config', list(QUICK))
+def test_train_then_test(workspace, config):
+    path = osp.join(ROOT, 'configs/quickstart', config)
+    work_dir = workspace / f'work_{config}'
+    run([sys.executable, osp.join(ROOT, 'tools/train.py'), path, '--work-dir', str(work_dir),
+         '--cfg-options', *QUICK[config], *COMMON], workspace)
+    (checkpoint, ) = glob.glob(str(work_dir / '*_[12].pth'))
+    out = run([sys.executable, osp.join(ROOT, 'tools/test.py'), path, checkpoint, '--work-dir', str(work_dir),
+               '--cfg-options', *COMMON], workspace)
+    assert ('mIoU' in out) if config.startswith('fpn') else ('bbox_mAP' in out)
+
+
+def test_dist_train_two_cpu_processes(workspace):
+    path = osp.join(ROOT, 'configs/quickstart/fpn_convmlp-s_shapes.py')
+    work_dir = workspace / 'work_dist'
+    env = dict(PORT=str(29500 + os.getpid() % 1000))
+    out = run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), path, '2', '--work-dir', str(work_dir),
+               '--cfg-options', *QUICK['fpn_convmlp-s_shapes.py'], *COMMON], workspace, env=env)
+    assert 'Distributed training: True' in out or 'world_size' in out.lower()
+    assert [osp.basename(p) for p in glob.glob(str(work_dir / '*.pth'))] == ['iter_2.pth']

@@ -1,0 +1,49 @@
+"""Evaluate a checkpoint on a config's test set (mmdet, mmseg or mmpretrain config).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-options ...]
+                                           [--launcher {none,pytorch,slurm,mpi}]
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+import convmlp_mm  # noqa: F401  (compat shims, registration)
+from convmlp_mm.runtime import check_scope
+
+parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
+parser.add_argument('config', help='config file')
+parser.add_argument('checkpoint', help='checkpoint file')
+parser.add_argument('--work-dir', help='where the metrics log goes (default: work_dirs/CONFIG_NAME)')
+parser.add_argument('--show-dir', help='draw predictions into WORK_DIR/TIMESTAMP/SHOW_DIR')
+parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                    help='override config entries, e.g. test_evaluator.classwise=True')
+parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    if not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint {args.checkpoint!r} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
+    check_scope(cfg, args.config)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        visualization = cfg.default_hooks.get('visualization')
+        if visualization is None:
+            parser.error(f'{args.config} has no visualization hook for --show-dir')
+        visualization.update(draw=True, test_out_dir=args.show_dir)
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

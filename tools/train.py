@@ -1,0 +1,55 @@
+"""Train a detection, segmentation or classification config (mmdet, mmseg or mmpretrain).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp] [--auto-scale-lr]
+                                 [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+One entry point for all three libraries: the config's ``default_scope`` says which one builds
+it. Several GPUs (or CPU processes without a GPU): ``tools/dist_train.sh CONFIG N``.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+import convmlp_mm  # noqa: F401  (compat shims, registration)
+from convmlp_mm.runtime import check_scope, enable_amp
+
+parser = argparse.ArgumentParser(description='Train a model from an mm config.')
+parser.add_argument('config', help='config file')
+parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/CONFIG_NAME)')
+parser.add_argument('--resume', nargs='?', const='auto', default=None,
+                    help='resume from CHECKPOINT, or from the latest checkpoint in the work dir if none is given')
+parser.add_argument('--amp', action='store_true', help='mixed precision (fp16 on GPU, bf16 on CPU)')
+parser.add_argument('--auto-scale-lr', action='store_true',
+                    help="scale the lr linearly from the config's auto_scale_lr.base_batch_size")
+parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                    help='override config entries, e.g. train_cfg.max_epochs=1')
+parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
+    check_scope(cfg, args.config)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
