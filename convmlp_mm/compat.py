@@ -19,20 +19,25 @@ Each is covered by a test in ``tests/test_compat.py`` that fails without it.
 3. ``mmengine.model.MMDistributedDataParallel``: ``Runner.wrap_model`` passes
    ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module. We drop ``device_ids`` and
    ``output_device`` when the module lives on the CPU.
-4. ``SyncBN`` (mmcv's registration of ``torch.nn.SyncBatchNorm`` in mmengine's ``MODELS``)
-   raises in CPU DDP (gloo cannot synchronise its statistics). We register a subclass that
-   behaves as plain BatchNorm on CPU tensors (per-process statistics) and as SyncBatchNorm
-   on GPUs, with the same parameter names.
+4. ``SyncBN`` (mmcv's registration of ``torch.nn.SyncBatchNorm`` in mmengine's ``MODELS``):
+   DDP refuses ``SyncBatchNorm`` in a CPU module, and the mmseg configs use it. On a machine
+   without CUDA we register, in its place, a BatchNorm with per-process statistics and the
+   same parameter names. With CUDA nothing changes.
+5. ``mmengine.optim.AmpOptimWrapper`` asserts that CUDA is available. Without CUDA we register
+   a subclass that autocasts to bfloat16 on the CPU, without loss scaling (bfloat16 has
+   float32's range), so ``tools/train.py --amp`` runs everywhere.
 """
 import os.path as osp
 
 import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so that ours below replaces it)
 import torch
-import torch.nn.functional as F
 from mmengine.dist import utils as dist_utils
 from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import MODELS
+from mmengine.optim import AmpOptimWrapper as _AmpOptimWrapper
+from mmengine.optim import OptimWrapper
+from mmengine.registry import MODELS, OPTIM_WRAPPERS
 from mmengine.runner.checkpoint import CheckpointLoader
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 # 1. checkpoints -------------------------------------------------------------------------
@@ -76,19 +81,39 @@ def ddp_init(self, module: torch.nn.Module, detect_anomalous_params: bool = Fals
 MMDistributedDataParallel.__init__ = ddp_init
 
 
-# 4. SyncBN on CPU -----------------------------------------------------------------------------
-class SyncBatchNorm(torch.nn.SyncBatchNorm):
-    """``torch.nn.SyncBatchNorm`` that computes per-process BatchNorm on CPU tensors."""
+# 4. SyncBN without a GPU ---------------------------------------------------------------------
+class CPUSyncBatchNorm(_BatchNorm):
+    """What ``SyncBN`` builds on a machine without CUDA: per-process BatchNorm over any input of
+    two or more dimensions, with SyncBatchNorm's parameter names (checkpoints carry over)."""
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.device.type != 'cpu':
-            return super().forward(input)
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        use_batch_stats = self.training or not self.track_running_stats
-        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                            use_batch_stats, 0.0 if momentum is None else momentum, self.eps)
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f'expected at least 2D input (got {input.dim()}D input)')
 
 
-MODELS.register_module('SyncBN', module=SyncBatchNorm, force=True)
+if not torch.cuda.is_available():
+    MODELS.register_module('SyncBN', module=CPUSyncBatchNorm, force=True)
+
+
+# 5. AMP without CUDA ---------------------------------------------------------------------------
+class AmpOptimWrapper(_AmpOptimWrapper):
+    """mmengine's ``AmpOptimWrapper``; without CUDA, bfloat16 autocast on the CPU, no loss scaling."""
+
+    def __init__(self, loss_scale='dynamic', dtype=None, use_fsdp: bool = False, **kwargs) -> None:
+        if torch.cuda.is_available():
+            super().__init__(loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
+            return
+        if dtype not in (None, 'bfloat16', torch.bfloat16):
+            raise ValueError(f'AmpOptimWrapper(dtype={dtype!r}) on the CPU: only bfloat16 is supported')
+        OptimWrapper.__init__(self, **kwargs)
+        self._scale_update_param = None
+        self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
+        self.cast_dtype = torch.bfloat16
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if not self.loss_scaler.is_enabled():  # a CUDA run's scaler state means nothing here
+            state_dict.pop('loss_scaler', None)
+        super().load_state_dict(state_dict)
+
+
+OPTIM_WRAPPERS.register_module('AmpOptimWrapper', module=AmpOptimWrapper, force=True)

@@ -10,13 +10,23 @@ def rel_err(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
+def _published(arch, tmp_path_factory):
+    """(arch, reference model, path of its raw state dict)."""
+    model = randomised(arch)
+    path = tmp_path_factory.mktemp('ckpt') / f'convmlp_{arch}_imagenet.pth'
+    torch.save(model.state_dict(), path)
+    return arch, model, path
+
+
 @pytest.fixture(scope='module', params=['s', 'm', 'l'])
 def published(request, tmp_path_factory):
-    """(arch, reference model, path of its raw state dict)."""
-    model = randomised(request.param)
-    path = tmp_path_factory.mktemp('ckpt') / f'convmlp_{request.param}_imagenet.pth'
-    torch.save(model.state_dict(), path)
-    return request.param, model, path
+    return _published(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope='module')
+def published_s(tmp_path_factory):
+    """For what does not depend on the arch."""
+    return _published('s', tmp_path_factory)
 
 
 def test_published_checkpoint_reproduces_features(published):
@@ -32,10 +42,8 @@ def test_published_checkpoint_reproduces_features(published):
 
 
 @pytest.mark.parametrize('wrap', ['state_dict', 'model', 'module', 'backbone'])
-def test_wrapped_and_prefixed_checkpoints_load(published, tmp_path, wrap):
-    arch, reference, _ = published
-    if arch != 's':
-        pytest.skip('layout handling is arch-independent')
+def test_wrapped_and_prefixed_checkpoints_load(published_s, tmp_path, wrap):
+    _, reference, _ = published_s
     state = reference.state_dict()
     if wrap in ('module', 'backbone'):
         state = {f'{wrap}.{k}': v for k, v in state.items()}
@@ -78,11 +86,9 @@ def test_mmpretrain_classifier_gives_the_published_logits(published):
         assert rel_err(model(x, mode='tensor'), reference(x)) < 1e-5
 
 
-def test_timm_model_loads_published_file(published):
+def test_timm_model_loads_published_file(published_s):
     import timm
-    arch, reference, path = published
-    if arch != 's':
-        pytest.skip('one arch is enough for the timm path')
+    _, reference, path = published_s
     model = timm.create_model('convmlp_s', pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
     x = torch.rand(1, 3, 160, 192)
     with torch.no_grad():
@@ -95,10 +101,8 @@ def _save(tmp_path, state):
     return str(path)
 
 
-def test_unexpected_and_missing_keys_are_listed(published, tmp_path):
-    arch, reference, _ = published
-    if arch != 's':
-        pytest.skip('arch-independent')
+def test_unexpected_and_missing_keys_are_listed(published_s, tmp_path):
+    _, reference, _ = published_s
     state = dict(reference.state_dict())
     state['stages.0.extra.weight'] = torch.zeros(1)
     del state['tokenizer.block.0.weight']
@@ -109,10 +113,8 @@ def test_unexpected_and_missing_keys_are_listed(published, tmp_path):
     assert path in message and 'stages.0.extra.weight' in message and 'tokenizer.block.0.weight' in message
 
 
-def test_other_arch_names_keys_and_shapes(published, tmp_path):
-    arch, reference, path = published
-    if arch != 's':
-        pytest.skip('arch-independent')
+def test_other_arch_names_keys_and_shapes(published_s):
+    _, _, path = published_s
     with pytest.raises(RuntimeError) as error:
         ConvMLP('m', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
     message = str(error.value)
