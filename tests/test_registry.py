@@ -8,8 +8,10 @@ import convmlp_mm  # noqa: F401  (registers)
 @pytest.mark.parametrize('library', ['mmdet', 'mmseg', 'mmpretrain'])
 @pytest.mark.parametrize('name', ['ConvMLP', 'PureMLP'])
 def test_registered_into_host_registries(library, name):
+    from mmengine.registry import DefaultScope
     registry = __import__(f'{library}.registry', fromlist=['MODELS']).MODELS
-    model = registry.build(dict(type=name, arch='s', out_indices=(3, )))
+    with DefaultScope.overwrite_default_scope(library):  # as in a config of that library
+        model = registry.build(dict(type=name, arch='s', out_indices=(3, )))
     assert type(model).__name__ == name and model.out_channels == (512, )
 
 
