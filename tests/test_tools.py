@@ -34,7 +34,10 @@ def workspace(tmp_path_factory):
 def run(args, cwd, env=None):
     env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f'{" ".join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
+    if proc.returncode != 0:
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if 'Error' in line or 'error:' in line]
+        pytest.fail(f'{" ".join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n'
+                    'lines naming errors:\n' + '\n'.join(errors[-40:]))
     return proc.stdout + proc.stderr
 
 

@@ -1,0 +1,44 @@
+"""MAC counts of the paper, and the complexity and conversion tools."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from convmlp_mm import MLPClassifier, mmpretrain_to_published
+from convmlp_mm.analysis import count_macs
+from published_convmlp import randomised
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.mark.parametrize('family, arch, gmacs', [('ConvMLP', 's', 2.385), ('ConvMLP', 'm', 3.929),
+                                                 ('ConvMLP', 'l', 9.870), ('PureMLP', 's', 1.463)])
+def test_macs_at_224(family, arch, gmacs):
+    macs = count_macs(MLPClassifier(family, arch), (torch.rand(1, 3, 224, 224), ))
+    assert macs['conv+linear'] / 1e9 == pytest.approx(gmacs, abs=5e-4)
+    assert macs['all'] > macs['conv+linear']
+
+
+def test_complexity_tool_on_a_config_at_a_shape():
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/analysis/complexity.py'),
+                          osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py'), '--shape', '96', '128'],
+                         capture_output=True, text=True, check=True).stdout
+    (line, ) = [line for line in out.splitlines() if line.startswith('| mask-rcnn_convmlp-s')]
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    assert cells[1] == '96x128' and cells[3] == '28.66' and float(cells[4]) > 0
+
+
+def test_convert_tool_round_trip(tmp_path):
+    reference = randomised('s')
+    src, mid, back = tmp_path / 'pub.pth', tmp_path / 'mm.pth', tmp_path / 'back.pth'
+    torch.save(reference.state_dict(), src)
+    tool = osp.join(ROOT, 'tools/convert_checkpoint.py')
+    subprocess.run([sys.executable, tool, str(src), str(mid)], check=True, capture_output=True)
+    subprocess.run([sys.executable, tool, str(mid), str(back), '--to', 'published'], check=True, capture_output=True)
+    converted = torch.load(mid, weights_only=False)['state_dict']
+    assert mmpretrain_to_published(converted).keys() == reference.state_dict().keys()
+    restored = torch.load(back)
+    assert restored.keys() == reference.state_dict().keys()
+    assert all(torch.equal(restored[k], v) for k, v in reference.state_dict().items())

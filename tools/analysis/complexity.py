@@ -1,0 +1,67 @@
+"""Parameters and MACs of a config's model at a given input shape, or of every backbone.
+
+    python tools/analysis/complexity.py CONFIG [CONFIG ...] [--shape H W]
+    python tools/analysis/complexity.py --backbones [--shape 224 224]
+
+MACs are counted by mmengine's FlopAnalyzer on one forward pass (``mode='tensor'``: the
+detector's heads without post-processing); see :mod:`convmlp_mm.analysis` for the columns.
+"""
+import argparse
+import importlib
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+import convmlp_mm  # noqa: F401  (registers the backbones)
+from convmlp_mm import ConvMLP, MLPClassifier, PureMLP
+from convmlp_mm.analysis import TensorForward, count_macs, count_params
+
+parser = argparse.ArgumentParser(description='Parameters and MACs of models.')
+parser.add_argument('configs', nargs='*', help='config files (mmdet, mmseg or mmpretrain)')
+parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'), help='input size (default 1280x800 for '
+                    'detection, 512x512 for segmentation, 224x224 for backbones)')
+parser.add_argument('--backbones', action='store_true',
+                    help='ConvMLP and Pure-MLP S/M/L with the 1000-class head, and their backbones')
+
+HEADER = '| model | input | params (M) | trainable (M) | GMACs conv+linear | GMACs all |\n|---|---|---|---|---|---|'
+
+
+def row(name: str, model: torch.nn.Module, h: int, w: int) -> str:
+    params = count_params(model)
+    macs = count_macs(model, (torch.rand(1, 3, h, w), ))
+    return (f"| {name} | {h}x{w} | {params['all'] / 1e6:.2f} | {params['trainable'] / 1e6:.2f} "
+            f"| {macs['conv+linear'] / 1e9:.3f} | {macs['all'] / 1e9:.3f} |")
+
+
+def config_row(path: str, shape) -> str:
+    cfg = Config.fromfile(path)
+    scope = cfg.get('default_scope')
+    with DefaultScope.overwrite_default_scope(scope):
+        model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    model.train()  # trainable counts follow frozen_stages
+    h, w = shape or ((800, 1280) if scope == 'mmdet' else (512, 512) if scope == 'mmseg' else (224, 224))
+    name = osp.splitext(osp.basename(path))[0]
+    if scope == 'mmpretrain':
+        return row(name, model, h, w)
+    return row(name, TensorForward(model, scope, h, w), h, w)
+
+
+def main() -> None:
+    args = parser.parse_args()
+    if not args.configs and not args.backbones:
+        parser.error('give config files, --backbones, or both')
+    print(HEADER)
+    if args.backbones:
+        h, w = args.shape or (224, 224)
+        for family in (ConvMLP, PureMLP):
+            for arch in 'sml':
+                print(row(f'{family.__name__}-{arch.upper()} (1000 classes)', MLPClassifier(family.__name__, arch), h, w))
+                print(row(f'{family.__name__}-{arch.upper()} backbone', family(arch), h, w))
+    for path in args.configs:
+        print(config_row(path, args.shape))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,40 @@
+"""Convert a published ConvMLP ImageNet checkpoint to our mmpretrain classifier layout (and back).
+
+    python tools/convert_checkpoint.py convmlp_s_imagenet.pth convmlp_s_mmpretrain.pth
+    python tools/convert_checkpoint.py convmlp_s_mmpretrain.pth convmlp_s_imagenet.pth --to published
+
+The result is an mm checkpoint (``state_dict`` + ``meta``): ``load_from`` of an mmpretrain
+``ImageClassifier`` with ``backbone=dict(type='ConvMLP')`` and ``head=dict(type='MLPClsHead')``,
+and a valid backbone ``init_cfg`` checkpoint (its ``backbone.*`` keys are used). Backbones
+load the published file directly too; this tool is for the classifier and for tools/test.py.
+"""
+import argparse
+
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+
+import convmlp_mm  # noqa: F401  (compat: local checkpoints load with their metadata)
+from convmlp_mm import mmpretrain_to_published, published_to_mmpretrain
+from convmlp_mm.models.base import backbone_state_dict
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument('src', help='input checkpoint (path or URL)')
+parser.add_argument('dst', help='output file')
+parser.add_argument('--to', choices=['mmpretrain', 'published'], default='mmpretrain')
+
+
+def main() -> None:
+    args = parser.parse_args()
+    checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
+    state = checkpoint.get('state_dict', checkpoint.get('model', checkpoint))
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    backbone_state_dict(state, args.src)  # fails with a clear message if there is no state dict
+    if args.to == 'mmpretrain':
+        torch.save(dict(state_dict=published_to_mmpretrain(state), meta=dict(converted_from=args.src)), args.dst)
+    else:
+        torch.save(mmpretrain_to_published(state), args.dst)
+    print(f'{args.src} -> {args.dst} ({args.to} layout)')
+
+
+if __name__ == '__main__':
+    main()
