@@ -11,6 +11,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
+from convmlp_mm.data.checks import DatasetError, check_datasets
 from convmlp_mm.runtime import check_scope
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
@@ -32,6 +33,10 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
     check_scope(cfg, args.config)
+    try:
+        check_datasets(cfg)
+    except DatasetError as error:
+        parser.exit(2, f'error: {error}\n')
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])

@@ -1,0 +1,4 @@
+"""The generated default dataset (see :mod:`convmlp_mm.data.shapes`)."""
+from .shapes import CLASSES, PALETTE, SEG_CLASSES, generate
+
+__all__ = ['CLASSES', 'SEG_CLASSES', 'PALETTE', 'generate']

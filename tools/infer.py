@@ -1,0 +1,60 @@
+"""Draw a detection or segmentation checkpoint's predictions on any images, as PNG files.
+
+    python tools/infer.py CONFIG CHECKPOINT IMAGE [IMAGE ...] [--out-dir DIR] [--score-thr 0.3]
+
+Uses mmdet's / mmseg's inference APIs and the config's visualizer; grayscale and RGBA files
+are read as colour images.
+"""
+import argparse
+import os
+import os.path as osp
+
+import mmcv
+from mmengine.config import Config
+
+import convmlp_mm  # noqa: F401  (compat shims, registration)
+from convmlp_mm.runtime import check_scope
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument('config')
+parser.add_argument('checkpoint')
+parser.add_argument('images', nargs='+')
+parser.add_argument('--out-dir', default='outputs/predictions', help='where the PNGs go')
+parser.add_argument('--score-thr', type=float, default=0.3, help='detections below this score are not drawn')
+parser.add_argument('--device', default='cpu')
+
+
+def load_model(cfg: Config, checkpoint: str, device: str):
+    """(model, inference function, visualizer registry) for the config's library."""
+    if check_scope(cfg, 'config') == 'mmdet':
+        from mmdet.apis import inference_detector, init_detector
+        from mmdet.registry import VISUALIZERS
+        return init_detector(cfg, checkpoint, device=device), inference_detector, VISUALIZERS
+    from mmseg.apis import inference_model, init_model
+    from mmseg.registry import VISUALIZERS
+    return init_model(cfg, checkpoint, device=device), inference_model, VISUALIZERS
+
+
+def main() -> None:
+    args = parser.parse_args()
+    for path in [args.checkpoint, *args.images]:
+        if not osp.isfile(path):
+            parser.error(f'{path}: file not found')
+    cfg = Config.fromfile(args.config)
+    model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
+    visualizer = visualizers.build(dict(cfg.visualizer, name='infer', vis_backends=None))
+    visualizer.dataset_meta = model.dataset_meta
+    os.makedirs(args.out_dir, exist_ok=True)
+    for path in args.images:
+        image = mmcv.imread(path, channel_order='rgb')
+        if image is None:
+            parser.error(f'{path}: not a readable image')
+        result = infer(model, mmcv.imread(path))
+        out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
+        visualizer.add_datasample(osp.basename(path), image, result, draw_gt=False, show=False,
+                                  pred_score_thr=args.score_thr, out_file=out_file)
+        print(out_file)
+
+
+if __name__ == '__main__':
+    main()
