@@ -7,12 +7,11 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.data.checks import DatasetError, check_datasets
-from convmlp_mm.runtime import check_scope
+from convmlp_mm.runtime import DatasetError, load_config
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
 parser.add_argument('config', help='config file')
@@ -30,16 +29,10 @@ def main() -> None:
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     if not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint {args.checkpoint!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(args.cfg_options)
-    check_scope(cfg, args.config)
     try:
-        check_datasets(cfg)
+        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     except DatasetError as error:
         parser.exit(2, f'error: {error}\n')
-    cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     if args.show_dir:
         visualization = cfg.default_hooks.get('visualization')
@@ -47,7 +40,9 @@ def main() -> None:
             parser.error(f'{args.config} has no visualization hook for --show-dir')
         visualization.update(draw=True, test_out_dir=args.show_dir)
     runner = Runner.from_cfg(cfg)
-    runner.test()
+    metrics = runner.test()
+    print('\n'.join(['metrics:'] + [f'  {k}: {v:.4f}' if isinstance(v, float) else f'  {k}: {v}'
+                                     for k, v in metrics.items()]))
 
 
 if __name__ == '__main__':

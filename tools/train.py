@@ -8,14 +8,12 @@ it. Several GPUs (or CPU processes without a GPU): ``tools/dist_train.sh CONFIG 
 """
 import argparse
 import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.data.checks import DatasetError, check_datasets
-from convmlp_mm.runtime import check_scope, enable_amp
+from convmlp_mm.runtime import DatasetError, enable_amp, load_config
 
 parser = argparse.ArgumentParser(description='Train a model from an mm config.')
 parser.add_argument('config', help='config file')
@@ -34,16 +32,10 @@ parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=ar
 def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(args.cfg_options)
-    check_scope(cfg, args.config)
     try:
-        check_datasets(cfg)
+        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     except DatasetError as error:
         parser.exit(2, f'error: {error}\n')
-    cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:

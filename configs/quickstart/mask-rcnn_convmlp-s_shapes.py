@@ -8,9 +8,12 @@ data_root = 'data/shapes/coco/'
 metainfo = dict(classes=('rectangle', 'ellipse', 'triangle'), palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0)])
 img_scale = (160, 128)
 
+# RoI budgets sized for 160x128 images with at most four objects (mmdet's are for 1333x800 COCO).
 model = dict(
     backbone=dict(init_cfg=None),
-    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))
+    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)),
+    train_cfg=dict(rpn_proposal=dict(max_per_img=200), rcnn=dict(sampler=dict(num=64))),
+    test_cfg=dict(rpn=dict(max_per_img=100)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -37,11 +40,11 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json', metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 
-max_epochs = 12
+max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[6], gamma=0.1),
 ]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))

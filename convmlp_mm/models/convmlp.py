@@ -14,8 +14,7 @@ import torch.nn as nn
 
 from ..registry import register_model
 from .base import MultiStageBackbone
-from .layers import (ChannelMLP, ConvTokenizer, conv_bn_relu, drop_path_module, drop_path_rates,
-                     maybe_checkpoint, resolve_arch)
+from .layers import ConvTokenizer, MLPBlock, MLPStage, conv_bn_relu, maybe_checkpoint, resolve_arch
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -42,7 +41,7 @@ class ConvBlock(nn.Sequential):
         return maybe_checkpoint(self, x, self.with_cp)
 
 
-class ConvMLPBlock(nn.Module):
+class ConvMLPBlock(MLPBlock):
     """Conv-MLP block on NHWC tensors:
     ``x + mlp1(LN1 x)``, then ``dwconv3x3(LN_c x)`` (no residual), then ``x + mlp2(LN2 x)``.
 
@@ -55,24 +54,15 @@ class ConvMLPBlock(nn.Module):
 
     def __init__(self, channels: int, hidden_channels: int, drop_path_rate: float = 0.,
                  with_cp: bool = False) -> None:
-        super().__init__()
-        self.with_cp = with_cp
-        self.norm1 = nn.LayerNorm(channels)
-        self.channel_mlp1 = ChannelMLP(channels, hidden_channels)
-        self.norm2 = nn.LayerNorm(channels)
+        super().__init__(channels, hidden_channels, drop_path_rate, with_cp)
         self.connect = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
         self.connect_norm = nn.LayerNorm(channels)
-        self.channel_mlp2 = ChannelMLP(channels, hidden_channels)
-        self.drop_path = drop_path_module(drop_path_rate)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.channel_mlp1(self.norm1(x)))
         x = self.connect_norm(x).permute(0, 3, 1, 2)  # NHWC -> NCHW view (N, C, H, W)
         x = self.connect(x).permute(0, 2, 3, 1)  # NCHW -> NHWC (N, H, W, C)
         return x + self.drop_path(self.channel_mlp2(self.norm2(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return maybe_checkpoint(self, x, self.with_cp)
 
 
 class ConvDownsample(nn.Module):
@@ -112,30 +102,6 @@ class ConvStage(nn.Module):
         return self.downsample(self.conv_blocks(x))
 
 
-class ConvMLPStage(nn.Module):
-    """Conv-MLP blocks on NHWC tensors, then (except in the last stage) a stride-2 conv.
-
-    Args:
-        num_blocks (int): Number of :class:`ConvMLPBlock`.
-        channels (int): Channels of the blocks.
-        out_channels (int | None): Channels after the downsampling conv; None for no downsampling.
-        mlp_ratio (float): Hidden channels of the MLPs = ``int(channels * mlp_ratio)``.
-        drop_path_rate (float): Stochastic depth rises linearly from 0 to this over the blocks.
-        with_cp (bool): Gradient checkpointing.
-    """
-
-    def __init__(self, num_blocks: int, channels: int, out_channels: Union[int, None], mlp_ratio: float,
-                 drop_path_rate: float, with_cp: bool = False) -> None:
-        super().__init__()
-        hidden = int(channels * mlp_ratio)
-        self.blocks = nn.Sequential(*[ConvMLPBlock(channels, hidden, rate, with_cp)
-                                      for rate in drop_path_rates(num_blocks, drop_path_rate)])
-        self.downsample_mlp = ConvDownsample(channels, out_channels) if out_channels else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample_mlp(self.blocks(x))
-
-
 # ------------------------------------------------------------------------------ model
 @register_model
 class ConvMLP(MultiStageBackbone):
@@ -170,8 +136,9 @@ class ConvMLP(MultiStageBackbone):
         self.tokenizer = ConvTokenizer(c)
         self.conv_stages = ConvStage(cfg['conv_blocks'], c, dims[0], with_cp)
         self.stages = nn.ModuleList([
-            ConvMLPStage(depths[i], dims[i], dims[i + 1] if i + 1 < len(dims) else None, cfg['mlp_ratio'],
-                         drop_path_rate, with_cp) for i in range(len(depths))
+            MLPStage(ConvMLPBlock, depths[i], dims[i], cfg['mlp_ratio'], drop_path_rate,
+                     ConvDownsample(dims[i], dims[i + 1]) if i + 1 < len(dims) else None, with_cp)
+            for i in range(len(depths))
         ])
         self.feature_stages = [[self.tokenizer], [self.conv_stages], [self.stages[0]], [self.stages[1], self.stages[2]]]
         self.channels = (c, dims[0], dims[1], dims[2])

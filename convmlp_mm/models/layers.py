@@ -4,7 +4,7 @@ Tensor layouts are named in the comments: NCHW is ``(N, C, H, W)``, NHWC is ``(N
 Module and parameter names follow the published ConvMLP code, so that its checkpoints load
 without renaming.
 """
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,61 @@ class ChannelMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class MLPBlock(nn.Module):
+    """Channel-MLP block on NHWC tensors: ``x + mlp1(LN1 x)``, then ``x + mlp2(LN2 x)``.
+    Pure-MLP's block; ConvMLP's block adds a depthwise conv between the two.
+
+    Args:
+        channels (int): Channels of the block.
+        hidden_channels (int): Hidden channels of both channel MLPs.
+        drop_path_rate (float): Stochastic depth of both MLP branches.
+        with_cp (bool): Gradient checkpointing.
+    """
+
+    def __init__(self, channels: int, hidden_channels: int, drop_path_rate: float = 0.,
+                 with_cp: bool = False) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.norm1 = nn.LayerNorm(channels)
+        self.channel_mlp1 = ChannelMLP(channels, hidden_channels)
+        self.norm2 = nn.LayerNorm(channels)
+        self.channel_mlp2 = ChannelMLP(channels, hidden_channels)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.channel_mlp1(self.norm1(x)))
+        return x + self.drop_path(self.channel_mlp2(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return maybe_checkpoint(self, x, self.with_cp)
+
+
+class MLPStage(nn.Module):
+    """A stage of both families on NHWC tensors: blocks, then (except in the last stage) a
+    stride-2 downsampling.
+
+    Args:
+        block (type): The block class, called as ``block(channels, hidden, drop_path_rate, with_cp)``.
+        num_blocks (int): Number of blocks.
+        channels (int): Channels of the blocks.
+        mlp_ratio (float): Hidden channels of the MLPs = ``int(channels * mlp_ratio)``.
+        drop_path_rate (float): Stochastic depth rises linearly from 0 to this over the blocks.
+        downsample (nn.Module, optional): NHWC -> NHWC at half the size; None for none.
+        with_cp (bool): Gradient checkpointing.
+    """
+
+    def __init__(self, block: Callable[..., nn.Module], num_blocks: int, channels: int, mlp_ratio: float,
+                 drop_path_rate: float, downsample: Optional[nn.Module], with_cp: bool = False) -> None:
+        super().__init__()
+        hidden = int(channels * mlp_ratio)
+        self.blocks = nn.Sequential(*[block(channels, hidden, rate, with_cp)
+                                      for rate in drop_path_rates(num_blocks, drop_path_rate)])
+        self.downsample_mlp = downsample or nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample_mlp(self.blocks(x))
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> List[nn.Module]:
@@ -85,11 +140,6 @@ class PatchMerging(nn.Module):
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))  # (N, ceil(H/2), ceil(W/2), out_channels)
-
-
-def drop_path_module(rate: float) -> nn.Module:
-    """``DropPath(rate)``, or an ``Identity`` where the rate is 0."""
-    return DropPath(rate) if rate > 0 else nn.Identity()
 
 
 def drop_path_rates(num_blocks: int, max_rate: float) -> List[float]:

@@ -17,63 +17,7 @@ import torch.nn as nn
 from ..registry import register_model
 from .base import MultiStageBackbone
 from .convmlp import ConvMLP
-from .layers import (ChannelMLP, ConvTokenizer, PatchMerging, drop_path_module, drop_path_rates,
-                     maybe_checkpoint, resolve_arch)
-
-
-# ----------------------------------------------------------------------------- blocks
-class MLPBlock(nn.Module):
-    """Channel-MLP block on NHWC tensors: ``x + mlp1(LN1 x)``, then ``x + mlp2(LN2 x)``
-    (a Conv-MLP block without its depthwise conv).
-
-    Args:
-        channels (int): Channels of the block.
-        hidden_channels (int): Hidden channels of both channel MLPs.
-        drop_path_rate (float): Stochastic depth of both MLP branches.
-        with_cp (bool): Gradient checkpointing.
-    """
-
-    def __init__(self, channels: int, hidden_channels: int, drop_path_rate: float = 0.,
-                 with_cp: bool = False) -> None:
-        super().__init__()
-        self.with_cp = with_cp
-        self.norm1 = nn.LayerNorm(channels)
-        self.channel_mlp1 = ChannelMLP(channels, hidden_channels)
-        self.norm2 = nn.LayerNorm(channels)
-        self.channel_mlp2 = ChannelMLP(channels, hidden_channels)
-        self.drop_path = drop_path_module(drop_path_rate)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.channel_mlp1(self.norm1(x)))
-        return x + self.drop_path(self.channel_mlp2(self.norm2(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return maybe_checkpoint(self, x, self.with_cp)
-
-
-# ----------------------------------------------------------------------------- stage
-class MLPStage(nn.Module):
-    """Channel-MLP blocks on NHWC tensors, then (except in the last stage) patch merging.
-
-    Args:
-        num_blocks (int): Number of :class:`MLPBlock`.
-        channels (int): Channels of the blocks.
-        out_channels (int | None): Channels after patch merging; None for no downsampling.
-        mlp_ratio (float): Hidden channels of the MLPs = ``int(channels * mlp_ratio)``.
-        drop_path_rate (float): Stochastic depth rises linearly from 0 to this over the blocks.
-        with_cp (bool): Gradient checkpointing.
-    """
-
-    def __init__(self, num_blocks: int, channels: int, out_channels: Union[int, None], mlp_ratio: float,
-                 drop_path_rate: float, with_cp: bool = False) -> None:
-        super().__init__()
-        hidden = int(channels * mlp_ratio)
-        self.blocks = nn.Sequential(*[MLPBlock(channels, hidden, rate, with_cp)
-                                      for rate in drop_path_rates(num_blocks, drop_path_rate)])
-        self.downsample = PatchMerging(channels, out_channels) if out_channels else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample(self.blocks(x))
+from .layers import ConvTokenizer, MLPBlock, MLPStage, PatchMerging, resolve_arch
 
 
 # ------------------------------------------------------------------------------ model
@@ -102,8 +46,9 @@ class PureMLP(MultiStageBackbone):
         depths = (cfg['conv_blocks'], *cfg['depths'])
         self.tokenizer = ConvTokenizer(c)
         self.stages = nn.ModuleList([
-            MLPStage(depths[i], widths[i], widths[i + 1] if i + 1 < len(widths) else None, ratio,
-                     drop_path_rate, with_cp) for i in range(len(depths))
+            MLPStage(MLPBlock, depths[i], widths[i], ratio, drop_path_rate,
+                     PatchMerging(widths[i], widths[i + 1]) if i + 1 < len(widths) else None, with_cp)
+            for i in range(len(depths))
         ])
         self.feature_stages = [[self.tokenizer], [self.stages[0]], [self.stages[1]], [self.stages[2], self.stages[3]]]
         self.channels = widths
