@@ -21,17 +21,19 @@ demo: env
 	$(PY) tools/make_shapes.py
 	$(PY) tools/train.py $(DEMO) --work-dir work_dirs/demo --resume
 	$(PY) tools/test.py $(DEMO) $$(cat work_dirs/demo/last_checkpoint) --work-dir work_dirs/demo
-	$(PY) tools/infer.py $(DEMO) $$(cat work_dirs/demo/last_checkpoint) $(VAL_IMAGES) --out-dir work_dirs/demo/predictions
+	$(PY) tools/infer.py $(DEMO) $$(cat work_dirs/demo/last_checkpoint) $(VAL_IMAGES) --out-dir work_dirs/demo/predictions \
+		--score-thr 0.5 --montage work_dirs/demo/predictions.png
 	$(PY) tools/visualize_features.py $(DEMO) $$(cat work_dirs/demo/last_checkpoint) $(word 1,$(VAL_IMAGES)) \
 		--out work_dirs/demo/features.png
-	@echo "pictures: work_dirs/demo/predictions/*.png, work_dirs/demo/features.png"
+	@echo "pictures: work_dirs/demo/predictions.png (and predictions/*.png), work_dirs/demo/features.png"
 
 demo-seg: env
 	$(PY) tools/make_shapes.py
 	$(PY) tools/train.py $(DEMO_SEG) --work-dir work_dirs/demo-seg --resume
 	$(PY) tools/test.py $(DEMO_SEG) $$(cat work_dirs/demo-seg/last_checkpoint) --work-dir work_dirs/demo-seg
 	$(PY) tools/infer.py $(DEMO_SEG) $$(cat work_dirs/demo-seg/last_checkpoint) \
-		$(subst coco/val/,ade/images/validation/,$(VAL_IMAGES)) --out-dir work_dirs/demo-seg/predictions
+		$(subst coco/val/,ade/images/validation/,$(VAL_IMAGES)) --out-dir work_dirs/demo-seg/predictions \
+		--montage work_dirs/demo-seg/predictions.png
 	$(PY) tools/visualize_features.py $(DEMO_SEG) $$(cat work_dirs/demo-seg/last_checkpoint) \
 		data/shapes/ade/images/validation/val_00000.jpg --out work_dirs/demo-seg/features.png
-	@echo "pictures: work_dirs/demo-seg/predictions/*.png, work_dirs/demo-seg/features.png"
+	@echo "pictures: work_dirs/demo-seg/predictions.png (and predictions/*.png), work_dirs/demo-seg/features.png"

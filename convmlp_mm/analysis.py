@@ -30,13 +30,19 @@ def count_params(model: nn.Module) -> Dict[str, int]:
 
 
 class TensorForward(nn.Module):
-    """A detector or segmentor whose ``forward`` takes one image tensor, for tracing: the
-    model's own ``mode='tensor'`` path, with data samples made for the given size."""
+    """A detector or segmentor whose ``forward`` takes one image tensor: the model's own
+    ``mode='tensor'`` path (for tracing) or ``mode='predict'`` (post-processing included), with
+    data samples made for the given size."""
 
-    def __init__(self, model: nn.Module, scope: str, height: int, width: int) -> None:
+    def __init__(self, model: nn.Module, scope: str, height: int, width: int, mode: str = 'tensor') -> None:
         super().__init__()
         self.model = model
+        self.mode = mode
         self.data_samples = None
+        if scope == 'mmseg' and mode == 'predict':
+            from mmseg.structures import SegDataSample
+            self.data_samples = [SegDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
+                                                             pad_shape=(height, width)))]
         if scope == 'mmdet':
             from mmdet.structures import DetDataSample
             sample = DetDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
@@ -45,4 +51,4 @@ class TensorForward(nn.Module):
             self.data_samples = [sample]
 
     def forward(self, x: torch.Tensor):
-        return self.model(x, self.data_samples, mode='tensor')
+        return self.model(x, self.data_samples, mode=self.mode)

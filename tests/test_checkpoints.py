@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from convmlp_mm import ConvMLP, PureMLP, mmpretrain_to_published, published_to_mmpretrain
-from published_convmlp import randomised
+from convmlp_mm.models.reference import randomised
 
 
 def rel_err(a, b):

@@ -51,6 +51,22 @@ def test_train_then_test(workspace, config):
     out = run([sys.executable, osp.join(ROOT, 'tools/test.py'), path, checkpoint, '--work-dir', str(work_dir),
                '--cfg-options', *TEST.get(config, []), *COMMON], workspace)
     assert ('mIoU' in out) if config.startswith('fpn') else ('bbox_mAP' in out)
+    image = str(workspace / ('data/shapes/ade/images/validation/val_00000.jpg' if config.startswith('fpn')
+                             else 'data/shapes/coco/val/val_00001.jpg'))
+    out = run([sys.executable, osp.join(ROOT, 'tools/infer.py'), path, checkpoint, image,
+               '--out-dir', str(work_dir / 'pictures')], workspace)
+    assert out.strip().splitlines()[-1] == str(work_dir / 'pictures' / osp.basename(image).replace('.jpg', '.png'))
+    assert osp.getsize(out.strip().splitlines()[-1]) > 1000
+
+
+def test_visualize_features_of_an_untrained_model(workspace):
+    out_file = workspace / 'features.png'
+    run([sys.executable, osp.join(ROOT, 'tools/visualize_features.py'),
+         osp.join(ROOT, 'configs/quickstart/mask-rcnn_convmlp-s_shapes.py'),
+         str(workspace / 'data/shapes/coco/val/val_00000.jpg'), '--out', str(out_file), '--channels', '3'], workspace)
+    from PIL import Image
+    width, height = Image.open(out_file).size
+    assert (width, height) == (1000, 800)  # image, mean and 3 channels of 2 inches; 4 rows; 100 dpi
 
 
 def test_dist_train_two_cpu_processes(workspace):

@@ -22,6 +22,19 @@ parser.add_argument('images', nargs='+')
 parser.add_argument('--out-dir', default='outputs/predictions', help='where the PNGs go')
 parser.add_argument('--score-thr', type=float, default=0.3, help='detections below this score are not drawn')
 parser.add_argument('--device', default='cpu')
+parser.add_argument('--montage', help='also write all pictures, enlarged, into this one PNG')
+
+
+def montage(files, out_file: str, columns: int = 4, scale: int = 3) -> None:
+    """The PNGs in ``files`` side by side, enlarged ``scale`` times (nearest neighbour)."""
+    from PIL import Image
+    tiles = [Image.open(f).convert('RGB') for f in files]
+    w, h = max(t.width for t in tiles) * scale, max(t.height for t in tiles) * scale
+    rows = (len(tiles) + columns - 1) // columns
+    sheet = Image.new('RGB', (w * min(columns, len(tiles)), h * rows), 'white')
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST), ((i % columns) * w, (i // columns) * h))
+    sheet.save(out_file)
 
 
 def load_model(cfg: Config, checkpoint: str, device: str):
@@ -45,15 +58,21 @@ def main() -> None:
     visualizer = visualizers.build(dict(cfg.visualizer, name='infer', vis_backends=None))
     visualizer.dataset_meta = model.dataset_meta
     os.makedirs(args.out_dir, exist_ok=True)
+    written = []
     for path in args.images:
         image = mmcv.imread(path, channel_order='rgb')
         if image is None:
             parser.error(f'{path}: not a readable image')
         result = infer(model, mmcv.imread(path))
         out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
-        visualizer.add_datasample(osp.basename(path), image, result, draw_gt=False, show=False,
-                                  pred_score_thr=args.score_thr, out_file=out_file)
+        extra = dict(pred_score_thr=args.score_thr) if check_scope(cfg, args.config) == 'mmdet' else {}
+        visualizer.add_datasample(osp.basename(path), image, result, draw_gt=False, show=False, out_file=out_file,
+                                  **extra)
+        written.append(out_file)
         print(out_file)
+    if args.montage:
+        montage(written, args.montage)
+        print(args.montage)
 
 
 if __name__ == '__main__':

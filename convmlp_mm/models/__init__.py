@@ -4,10 +4,11 @@ import importlib.util
 from .base import MultiStageBackbone
 from .classifier import MLPClassifier
 from .convmlp import ConvMLP, mmpretrain_to_published, published_to_mmpretrain
+from .fusion import fuse
 from .pure_mlp import PureMLP
 
 if importlib.util.find_spec('timm') is not None:
     from . import timm_models  # noqa: F401  (registers convmlp_s ... pure_mlp_l into timm)
 
-__all__ = ['ConvMLP', 'PureMLP', 'MultiStageBackbone', 'MLPClassifier', 'published_to_mmpretrain',
+__all__ = ['ConvMLP', 'PureMLP', 'fuse', 'MultiStageBackbone', 'MLPClassifier', 'published_to_mmpretrain',
            'mmpretrain_to_published']

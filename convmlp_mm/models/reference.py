@@ -1,8 +1,11 @@
-"""A straightforward re-statement of the published ConvMLP classifier, used as the reference
-in tests: the published module names, Linear MLPs on NHWC tensors, a permute pair around every
-depthwise conv and downsample. ``forward_taps`` returns F1-F4 where the published detection
-and segmentation models tap them. Plain torch only, on purpose: it shares no code with the
-package it checks.
+"""The published ConvMLP classifier, restated straightforwardly: the reference against which
+:class:`~convmlp_mm.models.convmlp.ConvMLP` is tested (same F1-F4, logits and gradients) and
+timed (``tools/benchmark.py``). Not for use in configs.
+
+It is the published layout: the published module names, Linear MLPs on NHWC tensors, a
+permute pair around every depthwise conv and downsample, NCHW convolutions, eval-mode only
+(no drop path). ``forward_taps`` returns F1-F4 where the published detection and segmentation
+models tap them. Plain torch only, on purpose: it shares no code with the model it checks.
 """
 import torch
 import torch.nn as nn
@@ -111,7 +114,7 @@ class PublishedConvMLP(nn.Module):
         return self.head(self.norm(x.reshape(n, -1, c)).mean(dim=1))
 
 
-def randomised(arch='s', seed=0):
+def randomised(arch: str = 's', seed: int = 0) -> PublishedConvMLP:
     """A published-layout model in eval mode with random weights and BN statistics."""
     torch.manual_seed(seed)
     model = PublishedConvMLP(arch)

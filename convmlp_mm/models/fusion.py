@@ -1,0 +1,43 @@
+"""Inference-time fusion: fewer passes over memory, the same outputs (up to float rounding).
+
+:func:`fuse` folds every BatchNorm that follows a convolution inside an ``nn.Sequential``
+(the tokenizer and the conv-stage blocks) into that convolution, and the affine part of every
+LayerNorm that feeds a channel MLP into the MLP's first linear layer. The model must be in
+eval mode and is changed in place; train the unfused model.
+"""
+import torch
+import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .layers import MLPBlock
+
+
+def _fold_layernorm(norm: nn.LayerNorm, fc: nn.Linear) -> None:
+    """``fc(norm(x))`` with ``norm`` left without its affine part: W' = W diag(g), b' = W beta + b."""
+    with torch.no_grad():
+        fc.bias.add_(fc.weight @ norm.bias)
+        fc.weight.mul_(norm.weight)
+    norm.weight, norm.bias, norm.elementwise_affine = None, None, False
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    """Folds BatchNorm into convolutions and LayerNorm affines into linear layers, in place.
+
+    Args:
+        model (nn.Module): A ConvMLP or Pure-MLP backbone (or a model containing one), in eval mode.
+
+    Returns:
+        nn.Module: ``model``.
+    """
+    if model.training:
+        raise ValueError('fuse() needs a model in eval mode: BatchNorm is folded with its running statistics')
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                conv, bn = module[i], module[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module[i], module[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+        if isinstance(module, MLPBlock) and module.norm1.elementwise_affine:
+            _fold_layernorm(module.norm1, module.channel_mlp1.fc1)
+            _fold_layernorm(module.norm2, module.channel_mlp2.fc1)
+    return model

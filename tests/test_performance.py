@@ -1,0 +1,75 @@
+"""The fast ConvMLP keeps the published numerics; fusion keeps outputs; the benchmark runs."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from convmlp_mm import ConvMLP, PureMLP, fuse
+from convmlp_mm.models.reference import randomised
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize('arch', ['s', 'l'])
+def test_same_features_and_gradients_as_the_published_layout(arch):
+    reference = randomised(arch)
+    model = ConvMLP(arch, drop_path_rate=0.)
+    model.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith(('norm.', 'head.'))})
+    model.eval()
+    x = torch.rand(1, 3, 130, 98)
+    ours, theirs = model(x), reference.forward_taps(x)[0]
+    for a, b in zip(ours, theirs):
+        assert rel_err(a, b) < 1e-4
+    sum((f * torch.linspace(0, 1, f.numel()).view_as(f)).sum() for f in ours).backward()
+    sum((f * torch.linspace(0, 1, f.numel()).view_as(f)).sum() for f in theirs).backward()
+    grads = dict(reference.named_parameters())
+    for name, param in model.named_parameters():
+        assert rel_err(param.grad, grads[name].grad) < 1e-4, name
+
+
+@pytest.mark.parametrize('family', [ConvMLP, PureMLP])
+def test_fuse_keeps_outputs(family):
+    model = family('s')
+    with torch.no_grad():  # non-trivial BatchNorm statistics and LayerNorm affines
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and ('bn' in name or 'running' in name or 'norm' in name):
+                tensor.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.rand(1, 3, 96, 160)
+    with torch.no_grad():
+        expected = model(x)
+        fused = fuse(model)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    for a, b in zip(fused, expected):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_fuse_needs_eval_mode():
+    with pytest.raises(ValueError, match='eval mode'):
+        fuse(ConvMLP('s'))
+
+
+def test_compiled_backbone_matches():
+    model = ConvMLP('s').eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(torch.compile(model)(x), model(x)):
+            assert rel_err(a, b) < 1e-4
+
+
+def test_benchmark_quick_smoke(tmp_path):
+    out = tmp_path / 'bench.json'
+    text = subprocess.run([sys.executable, osp.join(ROOT, 'tools/benchmark.py'), '--quick', '--out', str(out)],
+                          capture_output=True, text=True, check=True).stdout
+    report = json.load(open(out))
+    sections = {r['section'] for r in report['rows']}
+    assert sections == {'forward', 'train step', 'inference', 'scaling'}
+    assert report['matmul_peak_gflops'] > 0 and 'speedup_over_published' in report['summary']
+    assert '| section | model |' in text
