@@ -37,10 +37,14 @@ def test_same_features_and_gradients_as_the_published_layout(arch):
 @pytest.mark.parametrize('family', [ConvMLP, PureMLP])
 def test_fuse_keeps_outputs(family):
     model = family('s')
-    with torch.no_grad():  # non-trivial BatchNorm statistics and LayerNorm affines
+    with torch.no_grad():  # non-trivial BatchNorm statistics and norm affines
         for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point() and ('bn' in name or 'running' in name or 'norm' in name):
+            if name.endswith('running_var'):
                 tensor.uniform_(0.5, 1.5)
+            elif name.endswith('running_mean') or (name.endswith('bias') and tensor.dim() == 1):
+                tensor.normal_(0, 0.1)
+            elif name.endswith('weight') and tensor.dim() == 1:
+                tensor.normal_(1, 0.1)
     model.eval()
     x = torch.rand(1, 3, 96, 160)
     with torch.no_grad():

@@ -45,7 +45,9 @@ def backbone(name: str) -> torch.nn.Module:
     if name.startswith('published '):
         return PublishedTaps(PublishedConvMLP(name[-1]))
     if name.startswith('fused '):
-        return convmlp_mm.fuse(backbone(name[len('fused '):]).eval())
+        model = backbone(name[len('fused '):])
+        model.eval()
+        return convmlp_mm.fuse(model)
     family, _, arch = name.partition('-')
     if family == 'convmlp':
         return ConvMLP(arch)
@@ -94,7 +96,8 @@ def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: st
         with open('/proc/self/clear_refs', 'w') as f:  # reset VmHWM to the current RSS
             f.write('5')
         base = _rss_kib('VmRSS')
-    model = make().to(device).train(train)
+    model = make().to(device)
+    model.train(train)  # not chained: some backbones' train() returns None
     if compile_:
         model = torch.compile(model)
     x = torch.rand(*shape, device=device)
@@ -218,10 +221,10 @@ def main() -> None:
         shape = (1, 3, h, w)
         macs = {name: gmacs(name.replace('fused ', ''), shape) for name in ('convmlp-s', 'published convmlp-s')}
         for name in p['backbones']:
-            result = measure(lambda name=name: backbone(name).eval(), shape, device=device, amp=args.amp, repeats=repeats)
+            result = measure(lambda name=name: backbone(name), shape, device=device, amp=args.amp, repeats=repeats)
             add('forward', name, shape, result, macs.get(name.replace('fused ', '')))
         if p['compile'] and not args.no_compile:
-            add('forward', 'compiled convmlp-s', shape, measure(lambda: backbone('convmlp-s').eval(), shape, device=device,
+            add('forward', 'compiled convmlp-s', shape, measure(lambda: backbone('convmlp-s'), shape, device=device,
                                                                amp=args.amp, repeats=repeats, compile_=True), macs['convmlp-s'])
         for name in p['backbones']:
             if name.startswith(('fused ', 'published ')) and name != 'published convmlp-s':
@@ -234,12 +237,12 @@ def main() -> None:
     for config in p['configs']:
         scope = 'mmseg' if config.startswith('sem_fpn') else 'mmdet'
         h, w = p['config_sizes'][scope]
-        result = measure(lambda config=config: detector(config, h, w).eval(), (1, 3, h, w), device=device, amp=args.amp,
+        result = measure(lambda config=config: detector(config, h, w), (1, 3, h, w), device=device, amp=args.amp,
                          repeats=max(1, repeats // 2))
         add('inference', osp.basename(config)[:-3], (1, 3, h, w), result)
     for h, w in p['megapixels']:
         shape = (1, 3, h, w)
-        result = measure(lambda: backbone('convmlp-s').eval(), shape, device=device, amp=args.amp, repeats=repeats)
+        result = measure(lambda: backbone('convmlp-s'), shape, device=device, amp=args.amp, repeats=repeats)
         add('scaling', 'convmlp-s', shape, result)
         rows[-1]['seconds_per_megapixel'] = result['seconds'] / (h * w / 1e6)
     report['rows'] = rows

@@ -56,8 +56,9 @@ class PureMLP(MultiStageBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.check_input(x)
-        f1 = self.tokenizer(x)  # (N, C, H/4, W/4)
-        x = self.stages[0](f1.permute(0, 2, 3, 1))  # NCHW -> NHWC; out (N, H/8, W/8, D0)
+        x = x.contiguous(memory_format=torch.channels_last)  # as in ConvMLP: convs without reorders
+        f1 = self.tokenizer(x)  # (N, C, H/4, W/4), channels-last memory
+        x = self.stages[0](f1.permute(0, 2, 3, 1))  # NCHW -> NHWC, a view; out (N, H/8, W/8, D0)
         f2 = x.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW (N, D0, H/8, W/8)
         x = self.stages[1](x)  # (N, H/16, W/16, D1)
         f3 = x.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW (N, D1, H/16, W/16)
