@@ -16,7 +16,8 @@ CONV_LINEAR = ('conv', 'linear', 'matmul', 'addmm', 'bmm', 'einsum')
 
 def count_macs(model: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> Dict[str, float]:
     """``{'conv+linear': MACs, 'all': MACs}`` of ``model(*inputs)`` (one forward, eval mode)."""
-    analyzer = FlopAnalyzer(model.eval(), inputs)
+    model.eval()  # not chained: some backbones' train() returns None
+    analyzer = FlopAnalyzer(model, inputs)
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     by_op = analyzer.by_operator()

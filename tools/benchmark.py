@@ -119,16 +119,21 @@ def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: st
     queue.put(dict(seconds=statistics.median(times), peak_mib=peak))
 
 
-def measure(make, shape, train=False, device='cpu', amp=False, repeats=5, compile_=False) -> Dict[str, float]:
-    """Median seconds per batch and peak memory (MiB) of ``make()(x)`` in a forked process."""
+def in_child(target: Callable, *args, device: str = 'cpu'):
+    """``target(*args, queue)`` in a fresh process (forked on the CPU); what it puts in the queue."""
     context = mp.get_context('fork' if device == 'cpu' else 'spawn')
     queue = context.Queue()
-    proc = context.Process(target=_measure, args=(make, shape, train, device, amp, repeats, compile_, queue))
+    proc = context.Process(target=target, args=(*args, queue))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
-        raise RuntimeError(f'measuring {make} at {shape} failed (exit code {proc.exitcode})')
+        raise RuntimeError(f'{target.__name__}{args[:2]} failed in its process (exit code {proc.exitcode})')
     return queue.get()
+
+
+def measure(make, shape, train=False, device='cpu', amp=False, repeats=5, compile_=False) -> Dict[str, float]:
+    """Median seconds per batch and peak memory (MiB) of ``make()(x)`` in a fresh process."""
+    return in_child(_measure, make, shape, train, device, amp, repeats, compile_, device=device)
 
 
 def _matmul_peak(device: str, queue) -> None:
@@ -149,27 +154,17 @@ def _matmul_peak(device: str, queue) -> None:
 
 def matmul_peak(device: str) -> float:
     """GFLOP/s of the fastest of repeated 2048x2048 fp32 matrix products."""
-    context = mp.get_context('fork' if device == 'cpu' else 'spawn')
-    queue = context.Queue()
-    proc = context.Process(target=_matmul_peak, args=(device, queue))
-    proc.start()
-    proc.join()
-    return queue.get()
+    return in_child(_matmul_peak, device, device=device)
+
+
+def _gmacs(name: str, shape, queue) -> None:
+    from convmlp_mm.analysis import count_macs
+    queue.put(count_macs(backbone(name), (torch.rand(*shape), ))['conv+linear'] / 1e9)
 
 
 def gmacs(name: str, shape) -> float:
     """Conv+linear GMACs of a backbone at ``shape`` (counted in a forked process)."""
-    from convmlp_mm.analysis import count_macs
-    context = mp.get_context('fork')
-    queue = context.Queue()
-
-    def count(q):
-        q.put(count_macs(backbone(name), (torch.rand(*shape), ))['conv+linear'] / 1e9)
-
-    proc = context.Process(target=count, args=(queue, ))
-    proc.start()
-    proc.join()
-    return queue.get()
+    return in_child(_gmacs, name, shape)
 
 
 # -------------------------------------------------------------------------- the run
