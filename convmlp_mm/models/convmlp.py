@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from ..registry import register_model
 from .base import MultiStageBackbone
-from .layers import ConvTokenizer, MLPBlock, MLPStage, conv_bn_relu, maybe_checkpoint, resolve_arch
+from .layers import (ConvTokenizer, MLPBlock, MLPStage, conv_bn_relu, maybe_checkpoint, resolve_arch,
+                     run_conv_bn)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -35,7 +36,7 @@ class ConvBlock(nn.Sequential):
         self.with_cp = with_cp
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + super().forward(x)
+        return x + run_conv_bn(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return maybe_checkpoint(self, x, self.with_cp)

@@ -95,6 +95,29 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: 
     ]
 
 
+def run_conv_bn(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Runs a ``Sequential`` of conv/BN/ReLU (and other) layers. Where a BatchNorm in eval mode
+    follows a convolution, it is applied through the convolution's weights (``w * g / s`` and
+    ``b - mu * g / s``): the same numbers, one pass over the activations less. Differentiable,
+    so frozen or ``norm_eval`` BatchNorms train their convolutions as before."""
+    modules = list(layers)
+    i = 0
+    while i < len(modules):
+        conv, bn = modules[i], modules[i + 1] if i + 1 < len(modules) else None
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training:
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            bias = bn.bias - bn.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            x = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding,
+                         conv.dilation, conv.groups)
+            i += 2
+        else:
+            x = conv(x)
+            i += 1
+    return x
+
+
 class ConvTokenizer(nn.Module):
     """The convolutional tokenizer ("patch converter"): stride 4, NCHW in and out.
 
@@ -116,7 +139,7 @@ class ConvTokenizer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+        return run_conv_bn(self.block, x)
 
 
 class PatchMerging(nn.Module):
