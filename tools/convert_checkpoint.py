@@ -15,7 +15,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import convmlp_mm  # noqa: F401  (compat: local checkpoints load with their metadata)
 from convmlp_mm import mmpretrain_to_published, published_to_mmpretrain
-from convmlp_mm.models.base import backbone_state_dict
+from convmlp_mm.models.base import unwrap_state_dict
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument('src', help='input checkpoint (path or URL)')
@@ -26,9 +26,7 @@ parser.add_argument('--to', choices=['mmpretrain', 'published'], default='mmpret
 def main() -> None:
     args = parser.parse_args()
     checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
-    state = checkpoint.get('state_dict', checkpoint.get('model', checkpoint))
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    backbone_state_dict(state, args.src)  # fails with a clear message if there is no state dict
+    state = unwrap_state_dict(checkpoint, args.src)
     if args.to == 'mmpretrain':
         torch.save(dict(state_dict=published_to_mmpretrain(state), meta=dict(converted_from=args.src)), args.dst)
     else:

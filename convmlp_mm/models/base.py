@@ -126,10 +126,12 @@ class MultiStageBackbone(BaseModule):
         load_state_dict_exactly(self, state, filename)
 
 
-def backbone_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> Dict[str, torch.Tensor]:
-    """The backbone's part of any checkpoint we accept (see :meth:`load_pretrained`):
-    unwraps ``state_dict``/``model``, strips ``module.``, keeps ``backbone.*`` keys when there
-    are any, and drops the classification head (``norm.*``, ``head.*``)."""
+def unwrap_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> Dict[str, torch.Tensor]:
+    """The state dict of a checkpoint: unwraps ``state_dict``/``model`` and strips ``module.``.
+
+    Raises:
+        ValueError: the file holds no state dict.
+    """
     state = checkpoint
     for wrapper in ('state_dict', 'model'):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -137,7 +139,14 @@ def backbone_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> D
             break
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
         raise ValueError(f'checkpoint {filename!r} holds no state dict (got {type(state).__name__})')
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def backbone_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> Dict[str, torch.Tensor]:
+    """The backbone's part of any checkpoint we accept (see :meth:`load_pretrained`): the
+    unwrapped state dict's ``backbone.*`` keys when there are any, else all but the
+    classification head (``norm.*``, ``head.*``)."""
+    state = unwrap_state_dict(checkpoint, filename)
     if any(k.startswith('backbone.') for k in state):
         return {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
     return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}

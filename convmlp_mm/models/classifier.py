@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from ..registry import register_model
 from .base import HEAD_PREFIXES, MultiStageBackbone, backbone_state_dict, init_published
-from .convmlp import ConvMLP
+from .convmlp import ConvMLP, mmpretrain_to_published
 from .pure_mlp import PureMLP
 
 
@@ -126,8 +126,7 @@ class MLPClassifier(nn.Module):
 def timm_checkpoint_filter(state_dict: Dict[str, torch.Tensor], model: MLPClassifier) -> Dict[str, torch.Tensor]:
     """Published (or our mmpretrain) checkpoint -> :class:`MLPClassifier` keys."""
     if any(k.startswith('head.fc.') for k in state_dict):  # our mmpretrain layout
-        state_dict = {('head.' + k[len('head.fc.'):] if k.startswith('head.fc.') else
-                       k[len('head.'):] if k.startswith('head.norm.') else k): v for k, v in state_dict.items()}
+        state_dict = mmpretrain_to_published(state_dict)
     out = {'backbone.' + k: v for k, v in backbone_state_dict(state_dict).items()}
     out.update({k: v for k, v in state_dict.items() if k.startswith(HEAD_PREFIXES)})
     return out
