@@ -4,6 +4,7 @@ Importing the package applies the torch 2.13 compatibility shims (:mod:`convmlp_
 once, then registers the models. In a config: ``custom_imports=dict(imports=['convmlp_mm'])``.
 """
 from . import compat  # noqa: F401  (first: the shims must be in place before anything loads)
+from . import hooks  # noqa: F401  (RandomStateHook, FiniteLossHook)
 from .models import ConvMLP, MLPClassifier, PureMLP, fuse, mmpretrain_to_published, published_to_mmpretrain
 
 __version__ = '0.1.0'

@@ -26,12 +26,26 @@ Each is covered by a test in ``tests/test_compat.py`` that fails without it.
 5. ``mmengine.optim.AmpOptimWrapper`` asserts that CUDA is available. Without CUDA we register
    a subclass that autocasts to bfloat16 on the CPU, without loss scaling (bfloat16 has
    float32's range), so ``tools/train.py --amp`` runs everywhere.
+6. ``mmengine.fileio.LocalBackend.put``/``put_text`` (how checkpoints are written) open the
+   destination and write into it, so a job killed while saving, or a full disk, leaves a
+   truncated checkpoint under its final name. Ours write a temporary file in the same folder,
+   flush it to disk and rename it over the destination: a checkpoint file is complete or
+   absent. (A leftover ``.NAME.partial-PID`` file marks an interrupted write.)
+7. ``mmengine.runner.checkpoint.CheckpointLoader.load_checkpoint`` (every checkpoint read:
+   resume, ``load_from``, testing, ``init_cfg``) passes on the loader's own exception: a
+   zip-reader or unpickling message without the file name. Ours raises
+   :class:`CheckpointError` naming the file, the cause and what was expected.
 """
+import os
 import os.path as osp
+import pickle
+import urllib.error
+import zipfile
 
 import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so that ours below replaces it)
 import torch
 from mmengine.dist import utils as dist_utils
+from mmengine.fileio import LocalBackend
 from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import AmpOptimWrapper as _AmpOptimWrapper
 from mmengine.optim import OptimWrapper
@@ -117,3 +131,72 @@ class AmpOptimWrapper(_AmpOptimWrapper):
 
 
 OPTIM_WRAPPERS.register_module('AmpOptimWrapper', module=AmpOptimWrapper, force=True)
+
+
+# 6. atomic checkpoint writes ---------------------------------------------------------------------
+def write_atomically(filepath: str, data, mode: str, **open_kwargs) -> None:
+    """Writes ``data`` to ``filepath`` through a temporary file renamed over it when complete."""
+    filepath = str(filepath)
+    folder, name = osp.split(osp.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    partial = osp.join(folder, f'.{name}.partial-{os.getpid()}')
+    try:
+        with open(partial, mode, **open_kwargs) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, filepath)
+    except BaseException:
+        if osp.exists(partial):
+            os.remove(partial)
+        raise
+
+
+def put(self, obj: bytes, filepath) -> None:
+    """``LocalBackend.put``, atomic."""
+    write_atomically(filepath, obj, 'wb')
+
+
+def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+    """``LocalBackend.put_text``, atomic."""
+    write_atomically(filepath, obj, 'w', encoding=encoding)
+
+
+LocalBackend.put = put
+LocalBackend.put_text = put_text
+
+
+# 7. checkpoint errors that name the file ------------------------------------------------------------
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit; the message names the file."""
+
+
+def explain_load_error(filename: str, error: BaseException) -> str:
+    """One line: the file, the cause and what was expected."""
+    if isinstance(error, FileNotFoundError):
+        cause, expected = 'no such file', 'the path of a checkpoint file or an http(s) URL'
+    elif isinstance(error, (EOFError, pickle.UnpicklingError, zipfile.BadZipFile)) or 'zip archive' in str(error):
+        cause = f'the file is truncated or corrupt ({type(error).__name__}: {error})'
+        expected = 'a complete file written by torch.save; copy it again or use an earlier checkpoint'
+    elif isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError)) or filename.startswith('http'):
+        cause = f'cannot download it ({type(error).__name__}: {error})'
+        expected = 'a reachable URL; or download the file yourself and pass its path'
+    else:
+        cause, expected = f'{type(error).__name__}: {error}', 'a checkpoint file written by torch.save'
+    return f'cannot load checkpoint {filename!r}: {cause}; expected {expected}'
+
+
+_load_checkpoint = CheckpointLoader.load_checkpoint
+
+
+def load_checkpoint(cls, filename: str, map_location=None, logger='current'):
+    """``CheckpointLoader.load_checkpoint`` raising :class:`CheckpointError` with the file name."""
+    try:
+        return _load_checkpoint(filename, map_location, logger)
+    except CheckpointError:
+        raise
+    except Exception as error:
+        raise CheckpointError(explain_load_error(str(filename), error)) from error
+
+
+CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)

@@ -133,10 +133,17 @@ def test_bad_arguments_fail_at_construction(family, kwargs, message):
     assert message.replace('ConvMLP', family.__name__) in str(error.value)
 
 
-@pytest.mark.parametrize('shape', [(3, 64, 64), (1, 1, 64, 64), (1, 4, 64, 64)])
-def test_bad_input_fails_with_its_shape(shape):
-    with pytest.raises(ValueError, match=r'expected an N x 3 x H x W tensor'):
-        ConvMLP('s')(torch.rand(*shape))
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('x, message', [
+    (torch.rand(3, 64, 64), r'\(3, 64, 64\) is invalid: expected an N x 3 x H x W tensor'),
+    (torch.rand(1, 1, 64, 64), r'\(1, 1, 64, 64\) is invalid: expected an N x 3 x H x W tensor'),
+    (torch.rand(1, 4, 64, 64), r'\(1, 4, 64, 64\) is invalid: expected an N x 3 x H x W tensor'),
+    (torch.rand(1, 3, 31, 64), r'\(1, 3, 31, 64\) is too small: height and width must be at least 32'),
+    (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), 'dtype torch.uint8 is invalid: expected a floating-point'),
+])
+def test_bad_input_fails_with_its_shape(family, x, message):
+    with pytest.raises(ValueError, match=message):
+        family('s')(x)
 
 
 @pytest.mark.parametrize('family', FAMILIES)

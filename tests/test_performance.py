@@ -74,6 +74,8 @@ def test_benchmark_quick_smoke(tmp_path):
                           capture_output=True, text=True, check=True).stdout
     report = json.load(open(out))
     sections = {r['section'] for r in report['rows']}
-    assert sections == {'forward', 'train step', 'inference', 'scaling'}
+    assert sections == {'forward', 'train step', 'inference', 'scaling', 'forward, default allocator',
+                        'scaling, default allocator'}
     assert report['matmul_peak_gflops'] > 0 and 'speedup_over_published' in report['summary']
     assert '| section | model |' in text
+    assert 'speedup_over_published_default_allocator' in report['summary']

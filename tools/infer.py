@@ -13,7 +13,8 @@ import mmcv
 from mmengine.config import Config
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.runtime import check_scope
+from convmlp_mm.data.checks import DatasetError, check_image
+from convmlp_mm.runtime import check_scope, keep_freed_memory
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument('config')
@@ -50,9 +51,15 @@ def load_model(cfg: Config, checkpoint: str, device: str):
 
 def main() -> None:
     args = parser.parse_args()
+    keep_freed_memory()
     for path in [args.checkpoint, *args.images]:
         if not osp.isfile(path):
             parser.error(f'{path}: file not found')
+    for path in args.images:
+        try:
+            check_image(path)  # readable, at least 32x32; grayscale and RGBA files are read as colour
+        except DatasetError as error:
+            parser.exit(2, f'error: {error}\n')
     cfg = Config.fromfile(args.config)
     model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
     visualizer = visualizers.build(dict(cfg.visualizer, name='infer', vis_backends=None))
@@ -61,8 +68,6 @@ def main() -> None:
     written = []
     for path in args.images:
         image = mmcv.imread(path, channel_order='rgb')
-        if image is None:
-            parser.error(f'{path}: not a readable image')
         result = infer(model, mmcv.imread(path))
         out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
         extra = dict(pred_score_thr=args.score_thr) if check_scope(cfg, args.config) == 'mmdet' else {}

@@ -11,7 +11,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.runtime import DatasetError, load_config
+from convmlp_mm.compat import CheckpointError
+from convmlp_mm.runtime import DatasetError, keep_freed_memory, load_config
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
 parser.add_argument('config', help='config file')
@@ -26,6 +27,7 @@ parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=ar
 
 def main() -> None:
     args = parser.parse_args()
+    keep_freed_memory()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     if not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint {args.checkpoint!r} does not exist')
@@ -40,7 +42,10 @@ def main() -> None:
             parser.error(f'{args.config} has no visualization hook for --show-dir')
         visualization.update(draw=True, test_out_dir=args.show_dir)
     runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except CheckpointError as error:
+        parser.exit(1, f'error: {error}\n')
     print('\n'.join(['metrics:'] + [f'  {k}: {v:.4f}' if isinstance(v, float) else f'  {k}: {v}'
                                      for k, v in metrics.items()]))
 

@@ -13,7 +13,9 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.runtime import DatasetError, enable_amp, load_config
+from convmlp_mm.compat import CheckpointError
+from convmlp_mm.runtime import (DatasetError, enable_amp, find_resume_checkpoint, keep_freed_memory,
+                                load_config)
 
 parser = argparse.ArgumentParser(description='Train a model from an mm config.')
 parser.add_argument('config', help='config file')
@@ -31,6 +33,7 @@ parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=ar
 
 def main() -> None:
     args = parser.parse_args()
+    keep_freed_memory()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     try:
         cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
@@ -41,11 +44,20 @@ def main() -> None:
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        latest = find_resume_checkpoint(cfg.work_dir)
+        if latest is None:
+            print(f'--resume: no checkpoint in {cfg.work_dir} yet, starting from scratch', flush=True)
+        cfg.resume, cfg.load_from = latest is not None, latest
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
+    if cfg.get('randomness', {}).get('deterministic'):
+        # fresh workers each epoch, seeded as mmengine does: a resumed epoch replays its augmentations
+        cfg.train_dataloader.persistent_workers = False
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except (CheckpointError, FloatingPointError) as error:
+        parser.exit(1, f'error: {error}\n')
 
 
 if __name__ == '__main__':

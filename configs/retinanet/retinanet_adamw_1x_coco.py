@@ -3,6 +3,9 @@
 # lr 1e-4, weight decay 1e-4. Every retinanet_* config here inherits it and sets the backbone.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['convmlp_mm'], allow_failed_imports=False)
+# Resumed runs draw the random numbers of uninterrupted ones; a NaN/inf loss stops training before
+# the optimizer step (FiniteLossHook(action='skip') skips such steps). See convmlp_mm/hooks.py.
+custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
 
 optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=1e-4))
 # Other GPU counts: `tools/train.py --auto-scale-lr` scales lr linearly from 16 images per step.

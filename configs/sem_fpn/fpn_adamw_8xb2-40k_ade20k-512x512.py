@@ -3,6 +3,9 @@
 # 1e-4, poly decay (power 0.9) to 0. Every fpn_* config here inherits it and sets the backbone.
 _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['convmlp_mm'], allow_failed_imports=False)
+# Resumed runs draw the random numbers of uninterrupted ones; a NaN/inf loss stops training before
+# the optimizer step (FiniteLossHook(action='skip') skips such steps). See convmlp_mm/hooks.py.
+custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
 
 train_dataloader = dict(batch_size=2)
 optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=2e-4, weight_decay=1e-4))

@@ -5,8 +5,8 @@ Checked for every train/val/test dataloader whose dataset is COCO-style (mmdet) 
 segmentation folder (mmseg): the annotation file exists and is COCO (``images``,
 ``annotations``, ``categories``), the split is not empty, the class list agrees with the
 model's heads, and every image file exists. Small splits (up to ``DECODE_LIMIT`` images) are
-also decoded, which catches corrupt files; in larger ones mmcv names a corrupt file when it
-reaches it.
+also decoded, which catches corrupt files and images smaller than 32x32; in larger ones mmcv
+names a corrupt file when it reaches it.
 """
 import json
 import os
@@ -55,13 +55,22 @@ def _model_classes(model: dict) -> List[Tuple[str, int]]:
     return found
 
 
-def _decode(path: str) -> None:
+#: The smallest image side accepted (the backbones' largest stride).
+MIN_SIZE = 32
+
+
+def check_image(path: str) -> None:
+    """Decodes one image (any mode: grayscale and RGBA files are read as colour by the pipelines)."""
     from PIL import Image
     try:
         with Image.open(path) as image:
             image.load()
+            width, height = image.size
     except Exception as error:
         raise DatasetError(f'{path}: not a readable image ({type(error).__name__}: {error})') from error
+    if min(width, height) < MIN_SIZE:
+        raise DatasetError(f'{path}: the image is {width}x{height} pixels; images must be at least '
+                           f'{MIN_SIZE}x{MIN_SIZE}')
 
 
 def _check_images(paths: List[str], split: str, where: str) -> None:
@@ -73,7 +82,7 @@ def _check_images(paths: List[str], split: str, where: str) -> None:
                            f'{split} split listed in {where} are missing)')
     if len(paths) <= DECODE_LIMIT:
         for path in paths:
-            _decode(path)
+            check_image(path)
 
 
 def check_coco(dataset: dict, split: str, classes: Optional[tuple]) -> None:

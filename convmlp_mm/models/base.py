@@ -22,6 +22,7 @@ from mmengine.model.weight_init import constant_init, kaiming_init, trunc_normal
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..compat import CheckpointError
 from .layers import check_out_indices
 
 #: Keys of a classification checkpoint that belong to its head, not to the backbone.
@@ -90,11 +91,20 @@ class MultiStageBackbone(BaseModule):
                     module.eval()
         return self
 
-    @staticmethod
-    def check_input(x: torch.Tensor) -> None:
+    #: The smallest input height and width: the stride of F4.
+    min_size = 32
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raises ValueError unless ``x`` is a floating-point N x 3 x H x W tensor, H, W >= 32."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f'input of shape {shape} is invalid: expected an N x 3 x H x W tensor')
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(f'input of shape {tuple(x.shape)} is too small: height and width must be at least '
+                             f'{self.min_size} (the stride of F4)')
+        if not x.is_floating_point():
+            raise ValueError(f'input of dtype {x.dtype} is invalid: expected a floating-point tensor '
+                             '(normalised images, as the data preprocessor gives)')
 
     # ------------------------------------------------------------------------ init
     def init_weights(self) -> None:
@@ -118,10 +128,7 @@ class MultiStageBackbone(BaseModule):
         ``backbone.*`` keys are taken. Any other missing or unexpected key, or a shape that
         differs, raises an error naming the file and the keys.
         """
-        try:
-            checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
-        except Exception as error:  # unreadable, truncated, unreachable: say which file
-            raise RuntimeError(f'cannot load checkpoint {filename!r}: {type(error).__name__}: {error}') from error
+        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')  # CheckpointError names the file
         state = backbone_state_dict(checkpoint, filename)
         load_state_dict_exactly(self, state, filename)
 
@@ -130,7 +137,7 @@ def unwrap_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> Dic
     """The state dict of a checkpoint: unwraps ``state_dict``/``model`` and strips ``module.``.
 
     Raises:
-        ValueError: the file holds no state dict.
+        CheckpointError: the file holds no state dict.
     """
     state = checkpoint
     for wrapper in ('state_dict', 'model'):
@@ -138,7 +145,8 @@ def unwrap_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> Dic
             state = state[wrapper]
             break
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
-        raise ValueError(f'checkpoint {filename!r} holds no state dict (got {type(state).__name__})')
+        raise CheckpointError(f'checkpoint {filename!r} holds no state dict (got {type(state).__name__}); expected '
+                              "a dict of tensors, or one under 'state_dict' or 'model'")
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
@@ -163,8 +171,12 @@ def load_state_dict_exactly(module: nn.Module, state: Dict[str, torch.Tensor], f
         problems = [f'{title} ({len(keys)}): {", ".join(keys[:20])}{" ..." if len(keys) > 20 else ""}'
                     for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
                                         ('shape mismatches', mismatched)) if keys]
-        raise RuntimeError(f'checkpoint {filename!r} does not fit {type(module).__name__}'
-                           f'{_arch_hint(module)}:\n  ' + '\n  '.join(problems))
+        if not set(own) & set(state):
+            problems.append(f'none of its keys is a {type(module).__name__} key: expected a published '
+                            f'{type(module).__name__} classification checkpoint, or a classifier, detector or '
+                            f'segmentor of ours with this backbone (keys backbone.*)')
+        raise CheckpointError(f'checkpoint {filename!r} does not fit {type(module).__name__}'
+                              f'{_arch_hint(module)}:\n  ' + '\n  '.join(problems))
     module.load_state_dict(state, strict=True)
 
 

@@ -9,6 +9,7 @@ import torch.nn as nn
 from ..registry import register_model
 from .base import HEAD_PREFIXES, MultiStageBackbone, backbone_state_dict, init_published
 from .convmlp import ConvMLP, mmpretrain_to_published
+from .layers import LayerNorm
 from .pure_mlp import PureMLP
 
 
@@ -43,14 +44,14 @@ if ClsHead is not None:
                      topk: Union[int, Tuple[int, ...]] = (1, ),
                      init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear', std=.02)) -> None:
             super().__init__(loss=loss, topk=topk, init_cfg=init_cfg)
-            self.norm = nn.LayerNorm(in_channels)
+            self.norm = LayerNorm(in_channels)
             self.fc = nn.Linear(in_channels, num_classes)
 
         def pre_logits(self, feats: Tuple[torch.Tensor, ...]) -> torch.Tensor:
             return pool_tokens(self.norm, feats[-1])
 
         def forward(self, feats: Tuple[torch.Tensor, ...]) -> torch.Tensor:
-            return self.fc(self.pre_logits(feats))
+            return self.fc(self.pre_logits(feats)).float()  # under autocast, softmax and loss in float32
 
 
 # --------------------------------------------------------------------------------- timm
@@ -76,7 +77,7 @@ class MLPClassifier(nn.Module):
         self.backbone: MultiStageBackbone = self.backbones[backbone](arch, drop_path_rate=drop_path_rate)
         self.num_classes = num_classes
         self.num_features = self.backbone.channels[-1]
-        self.norm = nn.LayerNorm(self.num_features)
+        self.norm = LayerNorm(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self.feature_info = [dict(num_chs=c, reduction=s, module=f'backbone.stage{i}')
                              for i, (c, s) in enumerate(zip(self.backbone.channels, self.backbone.strides))]
@@ -94,7 +95,7 @@ class MLPClassifier(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = pool_tokens(self.norm, x)
-        return x if pre_logits else self.head(x)
+        return x if pre_logits else self.head(x).float()  # under autocast, softmax in float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

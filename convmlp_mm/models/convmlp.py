@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ..registry import register_model
 from .base import MultiStageBackbone
-from .layers import (ConvTokenizer, MLPBlock, MLPStage, conv_bn_relu, maybe_checkpoint, resolve_arch,
+from .layers import (ConvTokenizer, LayerNorm, MLPBlock, MLPStage, conv_bn_relu, maybe_checkpoint, resolve_arch,
                      run_conv_bn)
 
 
@@ -57,7 +57,7 @@ class ConvMLPBlock(MLPBlock):
                  with_cp: bool = False) -> None:
         super().__init__(channels, hidden_channels, drop_path_rate, with_cp)
         self.connect = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
-        self.connect_norm = nn.LayerNorm(channels)
+        self.connect_norm = LayerNorm(channels)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.channel_mlp1(self.norm1(x)))

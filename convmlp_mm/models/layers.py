@@ -13,6 +13,18 @@ from mmcv.cnn.bricks import DropPath
 from torch.utils.checkpoint import checkpoint
 
 
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` that computes in float32 under autocast (fp16 or bf16) on every device and
+    returns float32, as CUDA's autocast does for ``layer_norm`` (the CPU's does not): statistics
+    never in half precision. The same parameters, so checkpoints load unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
+
+
 class ChannelMLP(nn.Module):
     """Two linear layers with an exact GELU between them, applied on the last dimension.
 
@@ -46,9 +58,9 @@ class MLPBlock(nn.Module):
                  with_cp: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.norm1 = nn.LayerNorm(channels)
+        self.norm1 = LayerNorm(channels)
         self.channel_mlp1 = ChannelMLP(channels, hidden_channels)
-        self.norm2 = nn.LayerNorm(channels)
+        self.norm2 = LayerNorm(channels)
         self.channel_mlp2 = ChannelMLP(channels, hidden_channels)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
@@ -154,7 +166,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(4 * in_channels)
+        self.norm = LayerNorm(4 * in_channels)
         self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
