@@ -1,9 +1,11 @@
 """Every compatibility shim of convmlp_mm, in one place, applied once when the package is imported.
 
 The pinned stack (torch 2.13, numpy 2, mmengine 0.10.7, mmcv 2.1.0, mmdet 3.3.0, mmseg 1.2.2,
-mmpretrain 1.2.0) predates some torch changes. Each shim below names the upstream symbol it
-replaces and why; none edits an installed file, and none needs an environment variable.
-Each is covered by a test in ``tests/test_compat.py`` that fails without it.
+mmpretrain 1.2.0) predates some torch changes (shims 1-5), and mmengine's checkpoint I/O is not
+safe against kills and says little about bad files (shims 6-7). Each shim below names the
+upstream symbol it replaces and why; none edits an installed file, and none needs an
+environment variable. Each is covered by a test (``tests/test_compat.py``,
+``tests/test_reliability.py``) that fails without it.
 
 1. ``mmengine.runner.checkpoint.load_from_local`` (the ``CheckpointLoader`` scheme ``''``)
    calls ``torch.load(filename)``. Since torch 2.6 that means ``weights_only=True``, which

@@ -5,9 +5,13 @@ import glob
 import os.path as osp
 from typing import Optional
 
+import torch.nn as nn
 from mmengine.config import Config
+from mmengine.model import is_model_wrapper
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from .data.checks import DatasetError, check_datasets
+from .models.base import check_state_dict_fits, unwrap_state_dict
 
 #: The libraries a config can belong to (its ``default_scope``).
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
@@ -53,6 +57,15 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     return max(candidates, key=osp.getmtime) if candidates else None
 
 
+def check_resume_fits(model: nn.Module, filename: str) -> None:
+    """mmengine resumes with ``strict=False`` (missing and unexpected keys only logged); a resumed
+    run must continue the same model, so this raises :class:`CheckpointError` (keys, both shapes)
+    unless the checkpoint's weights fit ``model`` (unwrapped from DDP) exactly."""
+    model = model.module if is_model_wrapper(model) else model
+    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+    check_state_dict_fits(model, unwrap_state_dict(checkpoint, filename), filename)
+
+
 def check_scope(cfg: Config, filename: str) -> str:
     """The config's ``default_scope``, which decides which library builds it.
 
@@ -93,5 +106,5 @@ def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[
     return cfg
 
 
-__all__ = ['SCOPES', 'DatasetError', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'keep_freed_memory',
+__all__ = ['SCOPES', 'DatasetError', 'check_resume_fits', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'keep_freed_memory',
            'load_config']

@@ -195,6 +195,16 @@ def test_train_and_test_tools_report_a_corrupt_checkpoint_in_one_line(shapes):
         assert proc.returncode == 1 and last.startswith('error: cannot load checkpoint') and str(corrupt) in last
 
 
+def test_resuming_another_model_names_keys_and_shapes(shapes):
+    other = shapes / 'other_model.pth'
+    torch.save(dict(state_dict={'backbone.tokenizer.block.0.weight': torch.zeros(48, 3, 3, 3)}, meta=dict(iter=4)),
+               other)
+    proc = tool([TRAIN, FPN, '--work-dir', shapes / 'other', '--resume', other], shapes)
+    assert proc.returncode == 1 and f"error: checkpoint '{other}' does not fit EncoderDecoder" in proc.stderr
+    assert 'backbone.tokenizer.block.0.weight: checkpoint (48, 3, 3, 3) vs model (32, 3, 3, 3)' in proc.stderr
+    assert 'missing keys' in proc.stderr
+
+
 # ------------------------------------------------------------------------------------ distributed
 FAILING_HOOK = '''
 from mmengine.dist import get_rank

@@ -14,8 +14,8 @@ from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.compat import CheckpointError
-from convmlp_mm.runtime import (DatasetError, enable_amp, find_resume_checkpoint, keep_freed_memory,
-                                load_config)
+from convmlp_mm.runtime import (DatasetError, check_resume_fits, enable_amp, find_resume_checkpoint,
+                                keep_freed_memory, load_config)
 
 parser = argparse.ArgumentParser(description='Train a model from an mm config.')
 parser.add_argument('config', help='config file')
@@ -55,6 +55,8 @@ def main() -> None:
         cfg.train_dataloader.persistent_workers = False
     runner = Runner.from_cfg(cfg)
     try:
+        if cfg.resume and cfg.load_from:
+            check_resume_fits(runner.model, cfg.load_from)
         runner.train()
     except (CheckpointError, FloatingPointError) as error:
         parser.exit(1, f'error: {error}\n')

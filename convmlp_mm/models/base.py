@@ -162,6 +162,13 @@ def backbone_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> D
 
 def load_state_dict_exactly(module: nn.Module, state: Dict[str, torch.Tensor], filename: str) -> None:
     """``module.load_state_dict(state)`` that reports every problem at once, with the file."""
+    check_state_dict_fits(module, state, filename)
+    module.load_state_dict(state, strict=True)
+
+
+def check_state_dict_fits(module: nn.Module, state: Dict[str, torch.Tensor], filename: str) -> None:
+    """Raises :class:`CheckpointError` listing missing and unexpected keys and shape mismatches
+    (key: both shapes) unless ``state`` fits ``module`` exactly."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -177,7 +184,6 @@ def load_state_dict_exactly(module: nn.Module, state: Dict[str, torch.Tensor], f
                             f'segmentor of ours with this backbone (keys backbone.*)')
         raise CheckpointError(f'checkpoint {filename!r} does not fit {type(module).__name__}'
                               f'{_arch_hint(module)}:\n  ' + '\n  '.join(problems))
-    module.load_state_dict(state, strict=True)
 
 
 def _arch_hint(module: nn.Module) -> str:
