@@ -40,9 +40,6 @@ environment variable. Each is covered by a test (``tests/test_compat.py``,
 """
 import os
 import os.path as osp
-import pickle
-import urllib.error
-import zipfile
 
 import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so that ours below replaces it)
 import torch
@@ -177,14 +174,14 @@ def explain_load_error(filename: str, error: BaseException) -> str:
     """One line: the file, the cause and what was expected."""
     if isinstance(error, FileNotFoundError):
         cause, expected = 'no such file', 'the path of a checkpoint file or an http(s) URL'
-    elif isinstance(error, (EOFError, pickle.UnpicklingError, zipfile.BadZipFile)) or 'zip archive' in str(error):
-        cause = f'the file is truncated or corrupt ({type(error).__name__}: {error})'
-        expected = 'a complete file written by torch.save; copy it again or use an earlier checkpoint'
-    elif isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError)) or filename.startswith('http'):
+    elif isinstance(error, OSError) and filename.startswith(('http://', 'https://')):
         cause = f'cannot download it ({type(error).__name__}: {error})'
         expected = 'a reachable URL; or download the file yourself and pass its path'
-    else:
-        cause, expected = f'{type(error).__name__}: {error}', 'a checkpoint file written by torch.save'
+    elif isinstance(error, OSError):  # permissions, a folder, an I/O error
+        cause, expected = f'cannot read it ({type(error).__name__}: {error})', 'a readable checkpoint file'
+    else:  # the bytes are there but do not decode (zip reader, unpickler, ...)
+        cause = f'the file is truncated or corrupt ({type(error).__name__}: {error})'
+        expected = 'a complete file written by torch.save; copy it again or use an earlier checkpoint'
     return f'cannot load checkpoint {filename!r}: {cause}; expected {expected}'
 
 
