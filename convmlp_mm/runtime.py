@@ -106,5 +106,5 @@ def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[
     return cfg
 
 
-__all__ = ['SCOPES', 'DatasetError', 'check_resume_fits', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'keep_freed_memory',
-           'load_config']
+__all__ = ['SCOPES', 'DatasetError', 'check_resume_fits', 'check_scope', 'enable_amp', 'find_resume_checkpoint',
+           'keep_freed_memory', 'load_config']

@@ -68,7 +68,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(shapes):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 600
-        while find_resume_checkpoint(str(parts)) is None or not find_resume_checkpoint(str(parts)).endswith('iter_4.pth'):
+        while not str(find_resume_checkpoint(str(parts))).endswith('iter_4.pth'):
             assert proc.poll() is None and time.time() < deadline, 'the run ended before its first checkpoint'
             time.sleep(0.05)
     finally:
@@ -90,7 +90,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(shapes):
 
 def test_kill_while_writing_keeps_the_previous_checkpoint(tmp_path):
     """SIGKILL after the bytes are written but before the rename: the destination keeps its old
-    content, and the last_checkpoint pointer (written the same way) still names a complete file."""
+    content. A last_checkpoint pointer left empty by a kill, or naming a file never written, falls
+    back to the newest complete checkpoint."""
     target = tmp_path / 'iter_8.pth'
     target.write_bytes(b'old')
     script = textwrap.dedent(f'''

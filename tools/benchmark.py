@@ -272,15 +272,18 @@ def summarise(rows: List[dict]) -> Dict[str, float]:
     def seconds(section, name, index=0):
         found = [r['seconds'] for r in rows if r['section'] == section and r['model'] == name]
         return found[index] if len(found) > index else float('nan')
+
     def spread(section):
         per_mp = [r['seconds_per_megapixel'] for r in rows if r['section'] == section]
         return max(per_mp) / min(per_mp) - 1 if per_mp else float('nan')
-    default = 'forward, default allocator'
+
+    def speedup(section, name='convmlp-s'):
+        return seconds(section, 'published convmlp-s') / seconds(section, name)
     return dict(
-        speedup_over_published=seconds('forward', 'published convmlp-s') / seconds('forward', 'convmlp-s'),
-        fused_speedup_over_published=seconds('forward', 'published convmlp-s') / seconds('forward', 'fused convmlp-s'),
-        train_step_speedup_over_published=seconds('train step', 'published convmlp-s') / seconds('train step', 'convmlp-s'),
-        speedup_over_published_default_allocator=seconds(default, 'published convmlp-s') / seconds(default, 'convmlp-s'),
+        speedup_over_published=speedup('forward'),
+        fused_speedup_over_published=speedup('forward', 'fused convmlp-s'),
+        train_step_speedup_over_published=speedup('train step'),
+        speedup_over_published_default_allocator=speedup('forward, default allocator'),
         seconds_per_megapixel_spread=spread('scaling'),
         seconds_per_megapixel_spread_default_allocator=spread('scaling, default allocator'))
 
