@@ -47,7 +47,8 @@ class RandomStateHook(Hook):
     numbers after a resume differ from those of an uninterrupted run. The states are
     captured after each training iteration and epoch (before the checkpoint hook, which runs
     last), gathered from all ranks, and restored at the start of the resumed training, each
-    rank its own. A checkpoint from another number of ranks restores nothing (with a warning).
+    rank its own (in a distributed run: one all-gather of a few KB per iteration). A checkpoint
+    from another number of ranks restores nothing (with a warning).
 
     Exact continuation also needs the data loader's workers to replay the same augmentations:
     mmengine seeds them from the seed alone, so that holds with ``num_workers >= 1`` and
