@@ -5,10 +5,9 @@ import glob
 import os.path as osp
 from typing import Optional
 
-import torch.nn as nn
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner.checkpoint import CheckpointLoader
 
 from .data.checks import DatasetError, check_datasets
 from .models.base import check_state_dict_fits, unwrap_state_dict
@@ -57,13 +56,23 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     return max(candidates, key=osp.getmtime) if candidates else None
 
 
-def check_resume_fits(model: nn.Module, filename: str) -> None:
-    """mmengine resumes with ``strict=False`` (missing and unexpected keys only logged); a resumed
-    run must continue the same model, so this raises :class:`CheckpointError` (keys, both shapes)
-    unless the checkpoint's weights fit ``model`` (unwrapped from DDP) exactly."""
-    model = model.module if is_model_wrapper(model) else model
-    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
-    check_state_dict_fits(model, unwrap_state_dict(checkpoint, filename), filename)
+class ResumeFitsHook(Hook):
+    """Registered by ``tools/train.py`` when it resumes. mmengine resumes with ``strict=False``
+    (missing and unexpected keys only logged); a resumed run must continue the same model, so
+    the checkpoint mmengine has just read must fit the model (unwrapped from DDP) exactly, or
+    :class:`CheckpointError` (keys, both shapes) stops the run before any weight is loaded.
+
+    Args:
+        filename (str): The checkpoint, for the message.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        check_state_dict_fits(model, unwrap_state_dict(checkpoint, self.filename), self.filename)
 
 
 def check_scope(cfg: Config, filename: str) -> str:
@@ -106,5 +115,5 @@ def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[
     return cfg
 
 
-__all__ = ['SCOPES', 'DatasetError', 'check_resume_fits', 'check_scope', 'enable_amp', 'find_resume_checkpoint',
+__all__ = ['SCOPES', 'DatasetError', 'ResumeFitsHook', 'check_scope', 'enable_amp', 'find_resume_checkpoint',
            'keep_freed_memory', 'load_config']

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.compat import CheckpointError
-from convmlp_mm.runtime import (DatasetError, check_resume_fits, enable_amp, find_resume_checkpoint,
+from convmlp_mm.runtime import (DatasetError, ResumeFitsHook, enable_amp, find_resume_checkpoint,
                                 keep_freed_memory, load_config)
 
 parser = argparse.ArgumentParser(description='Train a model from an mm config.')
@@ -54,9 +54,9 @@ def main() -> None:
         # fresh workers each epoch, seeded as mmengine does: a resumed epoch replays its augmentations
         cfg.train_dataloader.persistent_workers = False
     runner = Runner.from_cfg(cfg)
+    if cfg.resume and cfg.load_from:
+        runner.register_hook(ResumeFitsHook(cfg.load_from))
     try:
-        if cfg.resume and cfg.load_from:
-            check_resume_fits(runner.model, cfg.load_from)
         runner.train()
     except (CheckpointError, FloatingPointError) as error:
         parser.exit(1, f'error: {error}\n')
