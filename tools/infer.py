@@ -67,12 +67,12 @@ def main() -> None:
     os.makedirs(args.out_dir, exist_ok=True)
     written = []
     for path in args.images:
-        image = mmcv.imread(path, channel_order='rgb')
-        result = infer(model, mmcv.imread(path))
+        image = mmcv.imread(path)  # BGR, as the pipelines read it
+        result = infer(model, image)
         out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
         extra = dict(pred_score_thr=args.score_thr) if check_scope(cfg, args.config) == 'mmdet' else {}
-        visualizer.add_datasample(osp.basename(path), image, result, draw_gt=False, show=False, out_file=out_file,
-                                  **extra)
+        visualizer.add_datasample(osp.basename(path), mmcv.bgr2rgb(image), result, draw_gt=False, show=False,
+                                  out_file=out_file, **extra)
         written.append(out_file)
         print(out_file)
     if args.montage:

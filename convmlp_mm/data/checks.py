@@ -15,6 +15,8 @@ from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 
+from ..models.base import MultiStageBackbone
+
 DECODE_LIMIT = 2000
 
 
@@ -55,8 +57,8 @@ def _model_classes(model: dict) -> List[Tuple[str, int]]:
     return found
 
 
-#: The smallest image side accepted (the backbones' largest stride).
-MIN_SIZE = 32
+#: The smallest image side accepted: the backbones' F4 stride.
+MIN_SIZE = MultiStageBackbone.min_size
 
 
 def check_image(path: str) -> None:
