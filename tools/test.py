@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.compat import CheckpointError
-from convmlp_mm.runtime import DatasetError, keep_freed_memory, load_config
+from convmlp_mm.runtime import DatasetError, finish_distributed, keep_freed_memory, load_config
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
 parser.add_argument('config', help='config file')
@@ -48,6 +48,7 @@ def main() -> None:
         parser.exit(1, f'error: {error}\n')
     print('\n'.join(['metrics:'] + [f'  {k}: {v:.4f}' if isinstance(v, float) else f'  {k}: {v}'
                                      for k, v in metrics.items()]))
+    finish_distributed()
 
 
 if __name__ == '__main__':

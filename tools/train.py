@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.compat import CheckpointError
 from convmlp_mm.runtime import (DatasetError, ResumeFitsHook, enable_amp, find_resume_checkpoint,
-                                keep_freed_memory, load_config)
+                                finish_distributed, keep_freed_memory, load_config)
 
 parser = argparse.ArgumentParser(description='Train a model from an mm config.')
 parser.add_argument('config', help='config file')
@@ -60,6 +60,7 @@ def main() -> None:
         runner.train()
     except (CheckpointError, FloatingPointError) as error:
         parser.exit(1, f'error: {error}\n')
+    finish_distributed()
 
 
 if __name__ == '__main__':
