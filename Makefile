@@ -1,14 +1,24 @@
-# The two commands of the README: `make demo` (the main job) and `make test`.
-# Each first runs tools/setup_env.sh, which creates .venv and installs the pinned stack on a
-# fresh machine and returns in a second when everything is already there.
+# The commands of the README: `make demo` (the main job), `make test` (the suite on the newest
+# supported stack, .venv) and `make test-oldest` (the suite on the oldest one, .venv-oldest);
+# `make test-all` runs both, as CI does. Each first runs tools/setup_env.sh, which creates the
+# environment and installs its pinned stack on a fresh machine and returns in a second when
+# everything is already there.
 PY := .venv/bin/python
 
-.PHONY: env test demo demo-seg
+.PHONY: env env-oldest test test-oldest test-all demo demo-seg
 env:
 	@tools/setup_env.sh
 
+env-oldest:
+	@tools/setup_env.sh oldest
+
 test: env
 	$(PY) -m pytest tests
+
+test-oldest: env-oldest
+	.venv-oldest/bin/python -m pytest tests
+
+test-all: test test-oldest
 
 # The main job: Mask R-CNN with ConvMLP-S, trained from scratch on the generated shapes data
 # (data/shapes), evaluated with the COCO metric on the held-out split, with pictures in

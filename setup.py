@@ -1,4 +1,10 @@
-"""Packaging for convmlp_mm. Exact versions of the stack are pinned in constraints.txt."""
+"""Packaging for convmlp_mm.
+
+The requirements are the supported range (README, "Supported versions"), wide enough that
+``pip install .`` into an existing OpenMMLab environment adds convmlp_mm and changes none of its
+packages. The exact stacks of our own environments are constraints.txt (newest) and
+constraints-oldest.txt (oldest).
+"""
 from setuptools import find_packages, setup
 
 MMCV = 'mmcv>=2.0.0,<2.2.0'  # mmdet 3.3 / mmseg 1.2 refuse mmcv 2.2
@@ -18,8 +24,12 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    python_requires='>=3.9',
+    python_requires='>=3.9',  # tested on 3.11
     packages=find_packages(include=['convmlp_mm', 'convmlp_mm.*']),
-    install_requires=['torch>=2.0', 'mmengine>=0.10.4,<0.11', 'numpy', 'setuptools>=77,<82'],
+    # Lower bounds only where we need them: an upper bound or a newer minimum would make pip
+    # upgrade or downgrade a working environment. Tested: torch 2.1.2 and 2.14.1, numpy 1.26
+    # and 2.4 (numpy is left open: pip would otherwise pull numpy 2 under a torch 2.1 built
+    # for numpy 1).
+    install_requires=['torch>=2.1', 'mmengine>=0.10.4,<0.11', 'numpy'],
     extras_require=EXTRAS,
 )

@@ -1,6 +1,6 @@
 """convmlp_mm: ConvMLP and Pure-MLP backbones for OpenMMLab 2.0 (mmdet, mmseg, mmpretrain) and timm.
 
-Importing the package applies the torch 2.13 compatibility shims (:mod:`convmlp_mm.compat`)
+Importing the package applies the compatibility shims (:mod:`convmlp_mm.compat`)
 once, then registers the models. In a config: ``custom_imports=dict(imports=['convmlp_mm'])``.
 """
 from . import compat  # noqa: F401  (first: the shims must be in place before anything loads)

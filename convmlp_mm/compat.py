@@ -1,19 +1,35 @@
-"""Every compatibility shim of convmlp_mm, in one place, applied once when the package is imported.
+"""Every compatibility shim of convmlp_mm and every feature detection, in one place, applied once
+when the package is imported.
 
-The pinned stack (torch 2.13, numpy 2, mmengine 0.10.7, mmcv 2.1.0, mmdet 3.3.0, mmseg 1.2.2,
-mmpretrain 1.2.0) predates some torch changes (shims 1-5), and mmengine's checkpoint I/O is not
-safe against kills and says little about bad files (shims 6-7). Each shim below names the
-upstream symbol it replaces and why; none edits an installed file, and none needs an
-environment variable. Each is covered by a test (``tests/test_compat.py``,
-``tests/test_reliability.py``) that fails without it.
+Supported range (README, "Supported versions"): torch 2.1 to 2.14, numpy 1.26 and 2.x,
+mmengine 0.10.x, mmcv 2.1. Version-dependent behaviour is detected here, never elsewhere:
+
+- :func:`is_autocast_enabled` -- ``torch.is_autocast_enabled(device_type)`` exists since
+  torch 2.4; before, CPU autocast had ``torch.is_autocast_cpu_enabled()`` and the argument-free
+  call meant CUDA.
+- :data:`CPU_AUTOCAST_DTYPES` -- CPU autocast takes float16 too since torch 2.2 (torch 2.1:
+  "AutocastCPU only support Bfloat16"); found by trying it.
+- :data:`TORCH_LOAD_WEIGHTS_ONLY_DEFAULT` -- since torch 2.6 ``torch.load`` defaults to
+  ``weights_only=True``.
+- :func:`disabled_grad_scaler` -- ``torch.amp.GradScaler`` exists since torch 2.3; before, only
+  ``torch.cuda.amp.GradScaler``.
+
+The shims: the pinned stack's mmengine 0.10.7 predates some torch changes (shim 1 applies only on
+torch >= 2.6) and assumes CUDA (shims 2-5 apply only on a machine without CUDA), and its
+checkpoint I/O is not safe against kills and says little about bad files (shims 6-7, on every
+version). Each shim below names the upstream symbol it replaces, why, and where it applies;
+none edits an installed file, and none needs an environment variable. Each is covered by a
+test (``tests/test_compat.py``, ``tests/test_reliability.py``) that fails without it, skipped
+with its reason where the shim does not apply.
 
 1. ``mmengine.runner.checkpoint.load_from_local`` (the ``CheckpointLoader`` scheme ``''``)
    calls ``torch.load(filename)``. Since torch 2.6 that means ``weights_only=True``, which
    rejects mmengine's own checkpoints (numpy arrays and ``HistoryBuffer`` in ``message_hub``
    and ``meta``): resume, ``load_from``, testing a checkpoint and ``init_cfg`` files fail.
-   We register a local loader that passes ``weights_only=False`` -- local files are
-   trusted as they were by mmengine before torch 2.6. ``load_checkpoint``, ``Runner.resume``
-   and ``Runner.load_checkpoint`` all go through this scheme.
+   Where torch defaults to ``weights_only=True`` we register a local loader that passes
+   ``weights_only=False`` -- local files are trusted as they were by mmengine before torch
+   2.6. ``load_checkpoint``, ``Runner.resume`` and ``Runner.load_checkpoint`` all go through
+   this scheme. On older torch mmengine's loader is left in place.
 2. ``mmengine.dist.utils._init_dist_pytorch`` (``launcher='pytorch'``) calls
    ``torch.cuda.set_device`` and uses the config's backend (``nccl``). Without a GPU we
    initialise the ``gloo`` backend and skip ``set_device``, so ``tools/dist_train.sh`` runs
@@ -40,6 +56,7 @@ environment variable. Each is covered by a test (``tests/test_compat.py``,
 """
 import os
 import os.path as osp
+import warnings
 
 import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so that ours below replaces it)
 import torch
@@ -53,6 +70,62 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
+def _torch_version() -> tuple:
+    """``(major, minor)`` of the installed torch (``'2.1.2+cu121'`` -> ``(2, 1)``)."""
+    return tuple(int(part) for part in torch.__version__.split('+')[0].split('.')[:2])
+
+
+TORCH_VERSION = _torch_version()
+
+
+# feature detection ---------------------------------------------------------------------------
+def _device_autocast_query() -> bool:
+    try:
+        torch.is_autocast_enabled('cpu')
+        return True
+    except TypeError:  # torch < 2.4: no device argument
+        return False
+
+
+_HAS_DEVICE_AUTOCAST_QUERY = _device_autocast_query()
+
+
+def is_autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``'cpu'``, ``'cuda'``, ...), on every torch."""
+    if _HAS_DEVICE_AUTOCAST_QUERY:
+        return torch.is_autocast_enabled(device_type)
+    if device_type == 'cpu':
+        return torch.is_autocast_cpu_enabled()
+    if device_type == 'cuda':
+        return torch.is_autocast_enabled()
+    return False
+
+
+def _cpu_autocast_dtypes() -> tuple:
+    dtypes = []
+    for dtype in (torch.bfloat16, torch.float16):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('error')  # torch 2.1 warns and disables instead of raising
+                with torch.autocast('cpu', dtype=dtype):
+                    pass
+            dtypes.append(dtype)
+        except (RuntimeError, UserWarning):
+            pass
+    return tuple(dtypes)
+
+
+CPU_AUTOCAST_DTYPES = _cpu_autocast_dtypes()
+TORCH_LOAD_WEIGHTS_ONLY_DEFAULT = TORCH_VERSION >= (2, 6)
+
+
+def disabled_grad_scaler():
+    """A disabled ``GradScaler`` (``torch.amp`` since torch 2.3, ``torch.cuda.amp`` before)."""
+    if hasattr(torch.amp, 'GradScaler'):
+        return torch.amp.GradScaler('cpu', enabled=False)
+    return torch.cuda.amp.GradScaler(enabled=False)
+
+
 # 1. checkpoints -------------------------------------------------------------------------
 def load_from_local(filename: str, map_location=None):
     """mmengine's local checkpoint loader, with ``weights_only=False`` made explicit."""
@@ -62,7 +135,8 @@ def load_from_local(filename: str, map_location=None):
     return torch.load(filename, map_location=map_location, weights_only=False)
 
 
-CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+if TORCH_LOAD_WEIGHTS_ONLY_DEFAULT:
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 
 
 # 2. distributed launch without a GPU -------------------------------------------------------
@@ -120,7 +194,7 @@ class AmpOptimWrapper(_AmpOptimWrapper):
             raise ValueError(f'AmpOptimWrapper(dtype={dtype!r}) on the CPU: only bfloat16 is supported')
         OptimWrapper.__init__(self, **kwargs)
         self._scale_update_param = None
-        self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
+        self.loss_scaler = disabled_grad_scaler()
         self.cast_dtype = torch.bfloat16
 
     def load_state_dict(self, state_dict: dict) -> None:

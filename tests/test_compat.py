@@ -125,3 +125,34 @@ def test_amp_optim_wrapper_without_cuda():
     wrapper.update_params(out.float().square().mean())
     assert not torch.equal(before, model.weight)
     wrapper.load_state_dict(wrapper.state_dict())
+
+
+# ------------------------------------------------------------------------ feature detection
+def test_autocast_query_works_on_this_torch():
+    """torch < 2.4 has no ``torch.is_autocast_enabled(device_type)``; ours answers on every version."""
+    from convmlp_mm.compat import is_autocast_enabled
+    assert not is_autocast_enabled('cpu')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert is_autocast_enabled('cpu') and not is_autocast_enabled('cuda')
+    assert not is_autocast_enabled('cpu')
+
+
+def test_cpu_autocast_dtypes_match_the_torch_version():
+    from convmlp_mm.compat import CPU_AUTOCAST_DTYPES, TORCH_VERSION
+    expected = (torch.bfloat16, torch.float16) if TORCH_VERSION >= (2, 2) else (torch.bfloat16, )
+    assert CPU_AUTOCAST_DTYPES == expected
+
+
+def test_disabled_grad_scaler_passes_gradients_through():
+    from convmlp_mm.compat import disabled_grad_scaler
+    scaler = disabled_grad_scaler()
+    loss = torch.tensor(2.0, requires_grad=True)
+    assert not scaler.is_enabled() and scaler.scale(loss) is loss
+
+
+def test_local_loader_shim_only_where_torch_loads_weights_only_by_default():
+    """Shim 1 applies on torch >= 2.6 only; before, mmengine's own local loader stays."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    from convmlp_mm import compat
+    loader = CheckpointLoader._schemes['']
+    assert (loader is compat.load_from_local) == compat.TORCH_LOAD_WEIGHTS_ONLY_DEFAULT

@@ -2,11 +2,18 @@
 # tools/dist_launch.sh SCRIPT NPROC [SCRIPT arguments]: runs tools/SCRIPT in NPROC processes per
 # node with torchrun (used by dist_train.sh and dist_test.sh). Multi-node: set NNODES, NODE_RANK,
 # PORT and MASTER_ADDR. Without a GPU the processes run on the CPU over gloo.
+# The Python: the activated virtual environment's, else this checkout's .venv, else `python`.
 set -euo pipefail
 SCRIPT=$1
 NPROC=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
-PYTHON=$( [[ -x "$HERE/../.venv/bin/python" ]] && echo "$HERE/../.venv/bin/python" || echo python)
+if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+    PYTHON=$VIRTUAL_ENV/bin/python
+elif [[ -x "$HERE/../.venv/bin/python" ]]; then
+    PYTHON=$HERE/../.venv/bin/python
+else
+    PYTHON=python
+fi
 exec "$PYTHON" -m torch.distributed.run --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
     --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" --nproc_per_node="$NPROC" \
     "$HERE/$SCRIPT" "${@:3}" --launcher pytorch

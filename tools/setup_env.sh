@@ -1,36 +1,79 @@
 #!/usr/bin/env bash
-# Creates the project's virtual environment at .venv and installs the pinned stack into it.
+# Creates one of the project's virtual environments and installs a pinned stack into it.
 #
-# Idempotent: a stamp in .venv records the hash of everything that decides what gets installed
-# (constraints.txt, setup.py, this script); when it matches, the script returns at once.
-# First run on a fresh machine: ~3 min for torch (CUDA build, ~4.8 GB) and 13-21 min to
-# compile mmcv 2.1.0 with its ops on 2 cores; afterwards pip's wheel cache makes a rebuild
-# of the environment take a few minutes.
+#   tools/setup_env.sh                    .venv with constraints.txt (newest supported stack)
+#   tools/setup_env.sh oldest             .venv-oldest with constraints-oldest.txt (oldest one)
+#
+# Idempotent: a stamp in the environment records the hash of everything that decides what gets
+# installed (its constraints file, setup.py, this script); when it matches, the script returns
+# at once.
+#
+# mmcv 2.1.0 has no usable binary wheel, so it is compiled with its ops against the
+# environment's torch. pip's wheel cache keys a built wheel by its source, not by the torch it
+# was compiled against, and would hand a wheel built for another torch to this environment
+# (`import mmcv.ops` then fails with an undefined `at::_ops` symbol). So the wheel is built
+# without pip's cache and kept in a wheelhouse of its own per torch version,
+# ~/.cache/convmlp_mm/mmcv/<mmcv>-torch<torch>/. torch >= 2.14's headers require C++20 while
+# mmcv 2.1.0's setup.py asks for C++17; where the installed torch's headers say so, the build
+# raises that one flag.
+#
+# Cold first run on 2 cores: .venv ~20 min (torch from disk or ~4.8 GB download, mmcv compile
+# ~15 min), .venv-oldest ~10 min (torch 2.1.2 ~2.5 GB download, mmcv compile ~6 min). With the
+# mmcv wheelhouse and pip's cache warm, each takes 1-3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=.venv
+case "${1:-default}" in
+    default) VENV=.venv; CONSTRAINTS=constraints.txt ;;
+    oldest) VENV=.venv-oldest; CONSTRAINTS=constraints-oldest.txt ;;
+    *) echo "usage: $0 [default|oldest] (got '$1')" >&2; exit 2 ;;
+esac
+
 STAMP="$VENV/.convmlp_mm-stamp"
-want=$(cat constraints.txt setup.py tools/setup_env.sh | sha256sum | cut -d' ' -f1)
+want=$(cat "$CONSTRAINTS" setup.py tools/setup_env.sh | sha256sum | cut -d' ' -f1)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
     exit 0
 fi
 
 PYTHON=$(command -v python3.11 || command -v python3)
-echo "[setup_env] creating $VENV with $($PYTHON --version)"
+echo "[setup_env] $VENV from $CONSTRAINTS with $($PYTHON --version)"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -c constraints.txt)
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip install --disable-pip-version-check -c "$CONSTRAINTS")
 
 "${PIP[@]}" setuptools wheel ninja packaging
 # torch first: mmcv compiles against it.
 "${PIP[@]}" torch torchvision numpy
-# mmcv's ops are needed by mmdet.models and mmseg.models; there is no usable binary wheel,
-# so it is compiled here (CPU ops; the CUDA ops are built only where a GPU is visible).
-if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
-    echo "[setup_env] building mmcv with ops (first time: 13-21 minutes on 2 cores)"
-    MMCV_WITH_OPS=1 MAX_JOBS=$(nproc) "${PIP[@]}" --no-build-isolation mmcv
+
+if ! "$VPY" -c "import mmcv.ops" 2>/dev/null; then
+    mmcv_version=$(sed -n 's/^mmcv==//p' "$CONSTRAINTS")
+    torch_version=$("$VPY" -c "import torch; print(torch.__version__)")
+    wheelhouse="${HOME}/.cache/convmlp_mm/mmcv/${mmcv_version}-torch${torch_version}"
+    if ! ls "$wheelhouse"/mmcv-*.whl >/dev/null 2>&1; then
+        echo "[setup_env] compiling mmcv $mmcv_version with ops against torch $torch_version" \
+             "(first time: 6-21 minutes on 2 cores)"
+        build=$(mktemp -d)
+        trap 'rm -rf "$build"' EXIT
+        "$VPY" -m pip download --disable-pip-version-check --no-deps --no-binary :all: \
+            --no-build-isolation "mmcv==$mmcv_version" -d "$build" >/dev/null
+        tar -xzf "$build"/mmcv-*.tar.gz -C "$build"
+        src=$(echo "$build"/mmcv-"$mmcv_version")
+        include=$("$VPY" -c "import torch.utils.cpp_extension as c; print(c.include_paths()[0])")
+        if grep -rqs "C++20 or later compatible compiler is required" "$include"; then
+            echo "[setup_env] torch $torch_version's headers require C++20: building mmcv with -std=c++20"
+            sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+        fi
+        MMCV_WITH_OPS=1 MAX_JOBS=$(nproc) "$VPY" -m pip wheel --disable-pip-version-check \
+            --no-deps --no-build-isolation --no-cache-dir -w "$build/wheel" "$src"
+        mkdir -p "$(dirname "$wheelhouse")"
+        rm -rf "$wheelhouse.partial"
+        mv "$build/wheel" "$wheelhouse.partial"
+        mv "$wheelhouse.partial" "$wheelhouse"  # complete or absent
+    fi
+    "${PIP[@]}" --force-reinstall --no-deps "$wheelhouse"/mmcv-*.whl
+    "${PIP[@]}" "$(ls "$wheelhouse"/mmcv-*.whl)"  # its dependencies
 fi
 "${PIP[@]}" --no-build-isolation -e ".[all]"
-"$VENV/bin/python" -c "import convmlp_mm, mmdet.models, mmseg.models, mmpretrain.models, timm"
+"$VPY" -c "import convmlp_mm, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, timm"
 echo "$want" > "$STAMP"
 echo "[setup_env] environment ready: $VENV"

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from torch.utils.checkpoint import checkpoint
 
+from ..compat import is_autocast_enabled
+
 
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` that computes in float32 under autocast (fp16 or bf16) on every device and
@@ -19,7 +21,7 @@ class LayerNorm(nn.LayerNorm):
     never in half precision. The same parameters, so checkpoints load unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_autocast_enabled(x.device.type):
+        if not is_autocast_enabled(x.device.type):
             return super().forward(x)
         with torch.autocast(x.device.type, enabled=False):
             return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
