@@ -4,8 +4,10 @@ Importing the package applies the compatibility shims (:mod:`convmlp_mm.compat`)
 once, then registers the models. In a config: ``custom_imports=dict(imports=['convmlp_mm'])``.
 """
 from . import compat  # noqa: F401  (first: the shims must be in place before anything loads)
+from . import checkpoint  # noqa: F401  (every checkpoint read weights-only, with an allowlist)
 from . import hooks  # noqa: F401  (RandomStateHook, FiniteLossHook)
+from .checkpoint import trust_checkpoint
 from .models import ConvMLP, MLPClassifier, PureMLP, fuse, mmpretrain_to_published, published_to_mmpretrain
 
 __version__ = '0.1.0'
-__all__ = ['ConvMLP', 'PureMLP', 'MLPClassifier', 'fuse', 'published_to_mmpretrain', 'mmpretrain_to_published']
+__all__ = ['trust_checkpoint', 'ConvMLP', 'PureMLP', 'MLPClassifier', 'fuse', 'published_to_mmpretrain', 'mmpretrain_to_published']

@@ -9,27 +9,24 @@ mmengine 0.10.x, mmcv 2.1. Version-dependent behaviour is detected here, never e
   call meant CUDA.
 - :data:`CPU_AUTOCAST_DTYPES` -- CPU autocast takes float16 too since torch 2.2 (torch 2.1:
   "AutocastCPU only support Bfloat16"); found by trying it.
-- :data:`TORCH_LOAD_WEIGHTS_ONLY_DEFAULT` -- since torch 2.6 ``torch.load`` defaults to
-  ``weights_only=True``.
+- :data:`HAS_SAFE_GLOBALS_BY_NAME` -- ``torch.serialization.safe_globals`` with ``(object,
+  'module.name')`` entries (torch 2.6 and later); before, :mod:`convmlp_mm.checkpoint` passes a
+  restricted unpickler as ``torch.load``'s ``pickle_module``.
+- :data:`NUMPY_CORE` -- numpy 2 moved ``numpy.core`` to ``numpy._core`` (the old name warns).
 - :func:`disabled_grad_scaler` -- ``torch.amp.GradScaler`` exists since torch 2.3; before, only
   ``torch.cuda.amp.GradScaler``.
 
-The shims: the pinned stack's mmengine 0.10.7 predates some torch changes (shim 1 applies only on
-torch >= 2.6) and assumes CUDA (shims 2-5 apply only on a machine without CUDA), and its
-checkpoint I/O is not safe against kills and says little about bad files (shims 6-7, on every
-version). Each shim below names the upstream symbol it replaces, why, and where it applies;
+The shims: the pinned stack's mmengine 0.10.7 assumes CUDA (shims 2-5 apply only on a machine
+without CUDA), and its checkpoint writes are not safe against kills (shim 6, on every version).
+Its checkpoint reads (a plain ``torch.load``: any pickle runs on torch < 2.6, and mmengine's own
+checkpoints are refused on torch >= 2.6) are replaced on every version by
+:mod:`convmlp_mm.checkpoint` (weights-only loading with an allowlist, errors naming the file),
+which takes the place of shims 1 and 7. Each shim below names the upstream symbol it replaces, why, and where it applies;
 none edits an installed file, and none needs an environment variable. Each is covered by a
 test (``tests/test_compat.py``, ``tests/test_reliability.py``) that fails without it, skipped
 with its reason where the shim does not apply.
 
-1. ``mmengine.runner.checkpoint.load_from_local`` (the ``CheckpointLoader`` scheme ``''``)
-   calls ``torch.load(filename)``. Since torch 2.6 that means ``weights_only=True``, which
-   rejects mmengine's own checkpoints (numpy arrays and ``HistoryBuffer`` in ``message_hub``
-   and ``meta``): resume, ``load_from``, testing a checkpoint and ``init_cfg`` files fail.
-   Where torch defaults to ``weights_only=True`` we register a local loader that passes
-   ``weights_only=False`` -- local files are trusted as they were by mmengine before torch
-   2.6. ``load_checkpoint``, ``Runner.resume`` and ``Runner.load_checkpoint`` all go through
-   this scheme. On older torch mmengine's loader is left in place.
+1. (:mod:`convmlp_mm.checkpoint`) every ``CheckpointLoader`` scheme reads weights-only.
 2. ``mmengine.dist.utils._init_dist_pytorch`` (``launcher='pytorch'``) calls
    ``torch.cuda.set_device`` and uses the config's backend (``nccl``). Without a GPU we
    initialise the ``gloo`` backend and skip ``set_device``, so ``tools/dist_train.sh`` runs
@@ -49,16 +46,16 @@ with its reason where the shim does not apply.
    truncated checkpoint under its final name. Ours write a temporary file in the same folder,
    flush it to disk and rename it over the destination: a checkpoint file is complete or
    absent. (A leftover ``.NAME.partial-PID`` file marks an interrupted write.)
-7. ``mmengine.runner.checkpoint.CheckpointLoader.load_checkpoint`` (every checkpoint read:
-   resume, ``load_from``, testing, ``init_cfg``) passes on the loader's own exception: a
-   zip-reader or unpickling message without the file name. Ours raises
-   :class:`CheckpointError` naming the file, the cause and what was expected.
+7. (:mod:`convmlp_mm.checkpoint`) ``CheckpointLoader.load_checkpoint`` raises
+   :class:`~convmlp_mm.checkpoint.CheckpointError` naming the file, the cause and what was
+   expected.
 """
 import os
 import os.path as osp
 import warnings
 
 import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so that ours below replaces it)
+import numpy as np
 import torch
 from mmengine.dist import utils as dist_utils
 from mmengine.fileio import LocalBackend
@@ -66,7 +63,6 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import AmpOptimWrapper as _AmpOptimWrapper
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS, OPTIM_WRAPPERS
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
@@ -116,7 +112,19 @@ def _cpu_autocast_dtypes() -> tuple:
 
 
 CPU_AUTOCAST_DTYPES = _cpu_autocast_dtypes()
-TORCH_LOAD_WEIGHTS_ONLY_DEFAULT = TORCH_VERSION >= (2, 6)
+
+
+def _safe_globals_by_name() -> bool:
+    if not hasattr(torch.serialization, 'safe_globals'):
+        return False
+    from torch import _weights_only_unpickler
+    probe = (_safe_globals_by_name, 'convmlp_mm.compat.probe')
+    with torch.serialization.safe_globals([probe]):
+        return _weights_only_unpickler._get_user_allowed_globals().get(probe[1]) is probe[0]
+
+
+HAS_SAFE_GLOBALS_BY_NAME = _safe_globals_by_name()
+NUMPY_CORE = 'numpy._core' if int(np.__version__.split('.')[0]) >= 2 else 'numpy.core'
 
 
 def disabled_grad_scaler():
@@ -124,19 +132,6 @@ def disabled_grad_scaler():
     if hasattr(torch.amp, 'GradScaler'):
         return torch.amp.GradScaler('cpu', enabled=False)
     return torch.cuda.amp.GradScaler(enabled=False)
-
-
-# 1. checkpoints -------------------------------------------------------------------------
-def load_from_local(filename: str, map_location=None):
-    """mmengine's local checkpoint loader, with ``weights_only=False`` made explicit."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
-
-
-if TORCH_LOAD_WEIGHTS_ONLY_DEFAULT:
-    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 
 
 # 2. distributed launch without a GPU -------------------------------------------------------
@@ -237,39 +232,3 @@ def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
 
 LocalBackend.put = put
 LocalBackend.put_text = put_text
-
-
-# 7. checkpoint errors that name the file ------------------------------------------------------------
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit; the message names the file."""
-
-
-def explain_load_error(filename: str, error: BaseException) -> str:
-    """One line: the file, the cause and what was expected."""
-    if isinstance(error, FileNotFoundError):
-        cause, expected = 'no such file', 'the path of a checkpoint file or an http(s) URL'
-    elif isinstance(error, OSError) and filename.startswith(('http://', 'https://')):
-        cause = f'cannot download it ({type(error).__name__}: {error})'
-        expected = 'a reachable URL; or download the file yourself and pass its path'
-    elif isinstance(error, OSError):  # permissions, a folder, an I/O error
-        cause, expected = f'cannot read it ({type(error).__name__}: {error})', 'a readable checkpoint file'
-    else:  # the bytes are there but do not decode (zip reader, unpickler, ...)
-        cause = f'the file is truncated or corrupt ({type(error).__name__}: {error})'
-        expected = 'a complete file written by torch.save; copy it again or use an earlier checkpoint'
-    return f'cannot load checkpoint {filename!r}: {cause}; expected {expected}'
-
-
-_load_checkpoint = CheckpointLoader.load_checkpoint
-
-
-def load_checkpoint(cls, filename: str, map_location=None, logger='current'):
-    """``CheckpointLoader.load_checkpoint`` raising :class:`CheckpointError` with the file name."""
-    try:
-        return _load_checkpoint(filename, map_location, logger)
-    except CheckpointError:
-        raise
-    except Exception as error:
-        raise CheckpointError(explain_load_error(str(filename), error)) from error
-
-
-CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)

@@ -5,6 +5,7 @@ import glob
 import logging
 import os
 import os.path as osp
+import re
 import sys
 from typing import Optional
 
@@ -13,6 +14,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from .checkpoint import trust_checkpoints
 from .data.checks import DatasetError, check_datasets
 from .models.base import check_state_dict_fits, unwrap_state_dict
 
@@ -118,10 +120,27 @@ def enable_amp(cfg: Config) -> None:
     wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
 
 
-def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[str]) -> Config:
+def trust_from(cfg: Config, cli_entries: Optional[list] = None) -> None:
+    """Opts in the checkpoints a user trusts (:func:`convmlp_mm.checkpoint.trust_checkpoint`): the
+    config's ``trusted_checkpoints`` list (paths, URLs or ``dict(file=..., sha256=...)``) and the
+    tools' ``--trust-checkpoint FILE[:SHA256]`` entries."""
+    entries = list(cfg.get('trusted_checkpoints', None) or [])
+    for entry in cli_entries or []:
+        head, _, tail = entry.rpartition(':')
+        entries.append(dict(file=head, sha256=tail) if head and re.fullmatch('[0-9a-fA-F]{64}', tail) else entry)
+    trust_checkpoints(entries)
+
+
+TRUST_HELP = ('a checkpoint you trust, read with a full unpickler (it can run code it names) instead of '
+              'weights-only; FILE or FILE:SHA256; repeatable')
+
+
+def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[str],
+                trusted: Optional[list] = None) -> Config:
     """The config of ``tools/train.py`` and ``tools/test.py``: ``--cfg-options`` merged in, its
-    scope and datasets checked (see :func:`~convmlp_mm.data.checks.check_datasets`), and its
-    launcher and work dir (default ``work_dirs/CONFIG_NAME``) set.
+    scope and datasets checked (see :func:`~convmlp_mm.data.checks.check_datasets`), its trusted
+    checkpoints opted in (:func:`trust_from`), and its launcher and work dir (default
+    ``work_dirs/CONFIG_NAME``) set.
 
     Raises:
         ValueError: unknown scope; :class:`DatasetError`: a dataset that cannot be used.
@@ -130,10 +149,11 @@ def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[
     cfg.merge_from_dict(options)
     check_scope(cfg, filename)
     check_datasets(cfg)
+    trust_from(cfg, trusted)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', osp.splitext(osp.basename(filename))[0])
     return cfg
 
 
-__all__ = ['SCOPES', 'DatasetError', 'ResumeFitsHook', 'check_scope', 'enable_amp', 'find_resume_checkpoint',
-           'finish_distributed', 'keep_freed_memory', 'load_config']
+__all__ = ['SCOPES', 'TRUST_HELP', 'DatasetError', 'ResumeFitsHook', 'check_scope', 'enable_amp',
+           'find_resume_checkpoint', 'finish_distributed', 'keep_freed_memory', 'load_config', 'trust_from']

@@ -148,11 +148,3 @@ def test_disabled_grad_scaler_passes_gradients_through():
     scaler = disabled_grad_scaler()
     loss = torch.tensor(2.0, requires_grad=True)
     assert not scaler.is_enabled() and scaler.scale(loss) is loss
-
-
-def test_local_loader_shim_only_where_torch_loads_weights_only_by_default():
-    """Shim 1 applies on torch >= 2.6 only; before, mmengine's own local loader stays."""
-    from mmengine.runner.checkpoint import CheckpointLoader
-    from convmlp_mm import compat
-    loader = CheckpointLoader._schemes['']
-    assert (loader is compat.load_from_local) == compat.TORCH_LOAD_WEIGHTS_ONLY_DEFAULT

@@ -17,7 +17,8 @@ from mmengine.fileio import LocalBackend
 from PIL import Image
 
 from convmlp_mm import ConvMLP, MLPClassifier, PureMLP
-from convmlp_mm.compat import CPU_AUTOCAST_DTYPES, CheckpointError
+from convmlp_mm.checkpoint import CheckpointError
+from convmlp_mm.compat import CPU_AUTOCAST_DTYPES
 from convmlp_mm.data import generate
 from convmlp_mm.runtime import find_resume_checkpoint
 

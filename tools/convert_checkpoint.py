@@ -13,8 +13,9 @@ import argparse
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import convmlp_mm  # noqa: F401  (compat: local checkpoints load with their metadata)
+import convmlp_mm  # noqa: F401  (weights-only checkpoint reading)
 from convmlp_mm import mmpretrain_to_published, published_to_mmpretrain
+from convmlp_mm.checkpoint import CheckpointError
 from convmlp_mm.models.base import unwrap_state_dict
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -25,8 +26,10 @@ parser.add_argument('--to', choices=['mmpretrain', 'published'], default='mmpret
 
 def main() -> None:
     args = parser.parse_args()
-    checkpoint = CheckpointLoader.load_checkpoint(args.src, map_location='cpu')
-    state = unwrap_state_dict(checkpoint, args.src)
+    try:
+        state = unwrap_state_dict(CheckpointLoader.load_checkpoint(args.src, map_location='cpu'), args.src)
+    except CheckpointError as error:
+        parser.exit(1, f'error: {error}\n')
     if args.to == 'mmpretrain':
         torch.save(dict(state_dict=published_to_mmpretrain(state), meta=dict(converted_from=args.src)), args.dst)
     else:

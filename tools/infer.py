@@ -14,7 +14,8 @@ from mmengine.config import Config
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.data.checks import DatasetError, check_image
-from convmlp_mm.runtime import check_scope, keep_freed_memory
+from convmlp_mm.checkpoint import CheckpointError
+from convmlp_mm.runtime import TRUST_HELP, check_scope, keep_freed_memory, trust_from
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument('config')
@@ -23,6 +24,7 @@ parser.add_argument('images', nargs='+')
 parser.add_argument('--out-dir', default='outputs/predictions', help='where the PNGs go')
 parser.add_argument('--score-thr', type=float, default=0.3, help='detections below this score are not drawn')
 parser.add_argument('--device', default='cpu')
+parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
 parser.add_argument('--montage', help='also write all pictures, enlarged, into this one PNG')
 
 
@@ -61,7 +63,11 @@ def main() -> None:
         except DatasetError as error:
             parser.exit(2, f'error: {error}\n')
     cfg = Config.fromfile(args.config)
-    model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
+    try:
+        trust_from(cfg, args.trust_checkpoint)
+        model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
+    except (CheckpointError, ValueError) as error:
+        parser.exit(1, f'error: {error}\n')
     visualizer = visualizers.build(dict(cfg.visualizer, name='infer', vis_backends=None))
     visualizer.dataset_meta = model.dataset_meta
     os.makedirs(args.out_dir, exist_ok=True)

@@ -11,8 +11,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.compat import CheckpointError
-from convmlp_mm.runtime import DatasetError, finish_distributed, keep_freed_memory, load_config
+from convmlp_mm.checkpoint import CheckpointError
+from convmlp_mm.runtime import TRUST_HELP, DatasetError, finish_distributed, keep_freed_memory, load_config
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
 parser.add_argument('config', help='config file')
@@ -21,6 +21,7 @@ parser.add_argument('--work-dir', help='where the metrics log goes (default: wor
 parser.add_argument('--show-dir', help='draw predictions into WORK_DIR/TIMESTAMP/SHOW_DIR')
 parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                     help='override config entries, e.g. test_evaluator.classwise=True')
+parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
 parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
 parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
 
@@ -32,8 +33,10 @@ def main() -> None:
     if not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint {args.checkpoint!r} does not exist')
     try:
-        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir, args.trust_checkpoint)
     except DatasetError as error:
+        parser.exit(2, f'error: {error}\n')
+    except ValueError as error:  # a malformed trusted_checkpoints entry
         parser.exit(2, f'error: {error}\n')
     cfg.load_from = args.checkpoint
     if args.show_dir:

@@ -13,8 +13,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.compat import CheckpointError
-from convmlp_mm.runtime import (DatasetError, ResumeFitsHook, enable_amp, find_resume_checkpoint,
+from convmlp_mm.checkpoint import CheckpointError
+from convmlp_mm.runtime import (TRUST_HELP, DatasetError, ResumeFitsHook, enable_amp, find_resume_checkpoint,
                                 finish_distributed, keep_freed_memory, load_config)
 
 parser = argparse.ArgumentParser(description='Train a model from an mm config.')
@@ -27,6 +27,7 @@ parser.add_argument('--auto-scale-lr', action='store_true',
                     help="scale the lr linearly from the config's auto_scale_lr.base_batch_size")
 parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                     help='override config entries, e.g. train_cfg.max_epochs=1')
+parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
 parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
 parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
 
@@ -36,8 +37,10 @@ def main() -> None:
     keep_freed_memory()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     try:
-        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir, args.trust_checkpoint)
     except DatasetError as error:
+        parser.exit(2, f'error: {error}\n')
+    except ValueError as error:  # a malformed trusted_checkpoints entry
         parser.exit(2, f'error: {error}\n')
     if args.amp:
         enable_amp(cfg)

@@ -19,10 +19,9 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, kaiming_init, trunc_normal_init
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..compat import CheckpointError
+from ..checkpoint import CheckpointError, load_checkpoint
 from .layers import check_out_indices
 
 #: Keys of a classification checkpoint that belong to its head, not to the backbone.
@@ -45,6 +44,7 @@ class MultiStageBackbone(BaseModule):
             gradients, one more forward per block in backward. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             published classification checkpoint or one of ours (see :meth:`load_pretrained`);
+            an optional ``sha256`` is checked before the file is unpickled;
             None applies the published random initialisation; any other mmengine init config is
             passed to mmengine.
     """
@@ -110,7 +110,7 @@ class MultiStageBackbone(BaseModule):
     def init_weights(self) -> None:
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'])
+            self.load_pretrained(cfg['checkpoint'], cfg.get('sha256'))
         elif cfg:
             super().init_weights()
             return
@@ -119,8 +119,9 @@ class MultiStageBackbone(BaseModule):
         self._is_init = True
 
     # ------------------------------------------------------------------ checkpoints
-    def load_pretrained(self, filename: str) -> None:
-        """Loads backbone weights from ``filename`` (a path or URL), strictly.
+    def load_pretrained(self, filename: str, sha256: Optional[str] = None) -> None:
+        """Loads backbone weights from ``filename`` (a path or URL), strictly, weights-only
+        (:mod:`convmlp_mm.checkpoint`), after checking its SHA-256 when ``sha256`` is given.
 
         Accepted: a published classification checkpoint (a raw state dict, or wrapped in
         ``state_dict``/``model``, with or without ``module.``) whose ``norm.*``/``head.*`` keys
@@ -128,7 +129,7 @@ class MultiStageBackbone(BaseModule):
         ``backbone.*`` keys are taken. Any other missing or unexpected key, or a shape that
         differs, raises an error naming the file and the keys.
         """
-        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')  # CheckpointError names the file
+        checkpoint = load_checkpoint(filename, map_location='cpu', sha256=sha256)  # CheckpointError names the file
         state = backbone_state_dict(checkpoint, filename)
         load_state_dict_exactly(self, state, filename)
 

@@ -2,11 +2,16 @@
 
 ``features_only=True`` gives F1-F4 through :meth:`MLPClassifier.forward_intermediates`;
 ``pretrained=True`` downloads the published ImageNet weights named in ``default_cfgs``
-(ConvMLP only: Pure-MLP has no published weights). Imported only when timm is installed.
+(ConvMLP only: Pure-MLP has no published weights), or reads
+``pretrained_cfg_overlay=dict(file=PATH)``, through our weights-only loader
+(:mod:`convmlp_mm.checkpoint`); with another ``num_classes`` the classifier stays freshly
+initialised. Imported only when timm is installed.
 """
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from ..checkpoint import CheckpointError, load_checkpoint
+from .base import load_state_dict_exactly, unwrap_state_dict
 from .classifier import MLPClassifier, timm_checkpoint_filter
 
 PUBLISHED_URL = 'https://shi-labs.com/projects/convmlp/checkpoints/convmlp_{}_imagenet.pth'
@@ -25,9 +30,26 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create(backbone: str, arch: str, variant: str, pretrained: bool, **kwargs) -> MLPClassifier:
-    return build_model_with_cfg(MLPClassifier, variant, pretrained, backbone=backbone, arch=arch,
-                                pretrained_filter_fn=timm_checkpoint_filter,
-                                feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)), **kwargs)
+    features_only = kwargs.get('features_only', False)
+    model = build_model_with_cfg(MLPClassifier, variant, False, backbone=backbone, arch=arch,
+                                 feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)), **kwargs)
+    if pretrained:
+        _load_pretrained(model.model if features_only else model, model.pretrained_cfg, features_only)
+    return model
+
+
+def _load_pretrained(model, cfg: dict, features_only: bool) -> None:
+    """timm's ``load_pretrained`` for our models, reading through :mod:`convmlp_mm.checkpoint`."""
+    source = cfg.get('file') or cfg.get('url')
+    if not source:
+        raise CheckpointError(f"{cfg.get('architecture')} has no pretrained weights: pass "
+                              "pretrained_cfg_overlay=dict(file=PATH) with a checkpoint of this arch")
+    state = timm_checkpoint_filter(unwrap_state_dict(load_checkpoint(source, map_location='cpu'), source), model)
+    own = model.state_dict()
+    if features_only or own['head.weight'].shape != state.get('head.weight', own['head.weight']).shape:
+        state = {k: v for k, v in state.items() if not k.startswith('head.')}  # another classifier
+        state.update({k: v for k, v in own.items() if k.startswith('head.')})
+    load_state_dict_exactly(model, state, source)
 
 
 @register_model

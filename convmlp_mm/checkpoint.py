@@ -1,0 +1,466 @@
+"""Checkpoint reading that cannot run code: every checkpoint read of convmlp_mm and of the
+OpenMMLab libraries it runs under goes through :func:`load_safely`.
+
+A ``.pth`` file is a pickle, and unpickling can call any function the file names. mmengine 0.10
+reads checkpoints with a plain ``torch.load`` (on torch < 2.6 that runs any pickle; on torch >=
+2.6 ``weights_only=True`` refuses mmengine's own checkpoints), and its URL loader reads with
+``weights_only=False``. Here a checkpoint may name only:
+
+- the globals of torch's weights-only unpickler (tensors, storages, ``OrderedDict``, ...), and
+- :data:`ALLOWED_GLOBALS`, exactly what the checkpoints of convmlp_mm, mmengine, mmdet, mmseg and
+  mmpretrain contain: mmengine's ``HistoryBuffer`` (``message_hub``), numpy arrays, scalars and
+  numeric dtypes (``meta``, ``RandomStateHook``'s RNG state, a numpy ``best_score``) under their
+  numpy 1 and numpy 2 names, ``_codecs.encode`` (bytes under pickle protocol 2), and
+  ``builtins.getattr`` -- replaced by :func:`restricted_getattr`, which returns only
+  HistoryBuffer's statistics methods and the OneCycle schedulers' annealing functions.
+
+Anything else stops the load with :class:`CheckpointError` naming the file and every refused
+global, before anything is unpickled (the file's globals are read with :mod:`pickletools`), and
+again while unpickling (torch's weights-only unpickler with the allowlist in place for this load
+only, ``torch.serialization.safe_globals``; on torch without that API, a restricted unpickler
+passed as ``torch.load``'s ``pickle_module``). Nothing falls back to unsafe loading by itself;
+HistoryBuffer's class-level statistics table is restored after every load.
+
+A file you trust can be opted in by name (:func:`trust_checkpoint`, the ``trusted_checkpoints``
+config key and ``--trust-checkpoint`` of our tools), optionally pinned to its SHA-256: it is then
+read with a full unpickler and a warning naming it.
+
+URLs (``http(s)://``, ``torchvision://``, ``open-mmlab://``, ``mmcls://``) are downloaded into
+torch's hub cache by rank 0, then by nobody else (the other ranks wait), and read like local files.
+:func:`register_loaders` installs these loaders for every ``CheckpointLoader`` scheme mmengine has.
+"""
+import hashlib
+import importlib
+import io
+import logging
+import os
+import os.path as osp
+import pickle
+import pickletools
+import threading
+import zipfile
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+from mmengine.runner import checkpoint as mm_checkpoint
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from .compat import HAS_SAFE_GLOBALS_BY_NAME, NUMPY_CORE
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, is refused, or does not fit; the message names the file."""
+
+
+# -------------------------------------------------------------------------------- the allowlist
+#: What ``builtins.getattr`` may fetch while unpickling: HistoryBuffer pickles its statistics
+#: methods as ``getattr(HistoryBuffer, 'mean')``, and the OneCycle schedulers their annealing
+#: staticmethod as ``getattr(OneCycleParamScheduler, '_annealing_cos')`` (pickle protocol 2).
+ALLOWED_ATTRIBUTES: Dict[type, frozenset] = {
+    HistoryBuffer: frozenset({'min', 'max', 'current', 'mean'}),
+    OneCycleParamScheduler: frozenset({'_annealing_cos', '_annealing_linear'}),
+    torch.optim.lr_scheduler.OneCycleLR: frozenset({'_annealing_cos', '_annealing_linear'}),
+}
+_BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def restricted_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as a checkpoint may use it: only the attributes of :data:`ALLOWED_ATTRIBUTES`."""
+    if isinstance(obj, type) and name in ALLOWED_ATTRIBUTES.get(obj, ()):
+        return getattr(obj, name)
+    what = f'{obj.__module__}.{obj.__qualname__}' if isinstance(obj, type) else type(obj).__name__
+    raise pickle.UnpicklingError(f'refused global builtins.getattr({what}, {name!r}): only '
+                                 + '; '.join(f'{cls.__name__}.{{{", ".join(sorted(names))}}}'
+                                             for cls, names in ALLOWED_ATTRIBUTES.items()) + ' are allowed')
+
+
+def _numpy_globals() -> Dict[str, Any]:
+    """numpy's pickling globals under the numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``)
+    names, so that a file written under either loads under either; numeric dtypes only (no object,
+    void or structured dtype)."""
+    multiarray = importlib.import_module(f'{NUMPY_CORE}.multiarray')
+    found = {'numpy.ndarray': np.ndarray, 'numpy.dtype': np.dtype}
+    for core in ('numpy.core', 'numpy._core'):
+        found[f'{core}.multiarray._reconstruct'] = multiarray._reconstruct
+        found[f'{core}.multiarray.scalar'] = multiarray.scalar
+    numeric = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64, np.longdouble, np.complex64, np.complex128, np.clongdouble]
+    for kind in numeric:
+        dtype_class = type(np.dtype(kind))
+        if dtype_class is not np.dtype:  # numpy >= 1.25 has one class per dtype (numpy.dtypes.*)
+            found[f'numpy.dtypes.{dtype_class.__name__}'] = dtype_class
+    return found
+
+
+def _allowed_globals() -> Dict[str, Any]:
+    import _codecs
+    return {
+        'mmengine.logging.history_buffer.HistoryBuffer': HistoryBuffer,
+        'mmengine.optim.scheduler.param_scheduler.OneCycleParamScheduler': OneCycleParamScheduler,
+        'torch.optim.lr_scheduler.OneCycleLR': torch.optim.lr_scheduler.OneCycleLR,
+        'builtins.getattr': restricted_getattr,
+        '_codecs.encode': _codecs.encode,
+        **_numpy_globals(),
+    }
+
+
+#: Globals a checkpoint may name beyond torch's weights-only set, each mapped to what it loads as.
+ALLOWED_GLOBALS: Dict[str, Any] = _allowed_globals()
+
+
+def _torch_weights_only_globals() -> Dict[str, Any]:
+    from torch import _weights_only_unpickler
+    return _weights_only_unpickler._get_allowed_globals()
+
+
+# ------------------------------------------------------------------------ reading the globals
+def _streams(data: bytes):
+    """Each pickle of a torch file: the zip format's ``data.pkl``, or the legacy format's five
+    consecutive pickles (magic number, protocol, system info, object, storage keys; then raw data)."""
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            yield from (archive.read(name) for name in archive.namelist() if name.endswith('data.pkl'))
+        return
+    stream = io.BytesIO(data)
+    for _ in range(5):
+        start, end = stream.tell(), None
+        try:
+            for opcode, _, pos in pickletools.genops(stream):
+                if opcode.name == 'STOP':
+                    end = pos + 1
+                    break
+        except (ValueError, EOFError):  # not (or no longer) a pickle
+            pass
+        if end is None:
+            return
+        yield data[start:end]
+        stream.seek(end)
+
+
+def checkpoint_globals(data: bytes) -> List[str]:
+    """Every global (``module.name``) the pickles of a torch checkpoint name, without unpickling."""
+    names = []
+    for stream in _streams(data):
+        pushed, memo = [None], {}  # what each opcode pushed: the string, or None for anything else
+        for opcode, arg, _ in pickletools.genops(stream):
+            if opcode.name == 'GLOBAL':  # protocol 2 writes Python 2 names; the unpickler maps them back
+                module, name = arg.split(' ', 1)
+                module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))
+                names.append(f'{module}.{name}')
+            elif opcode.name == 'STACK_GLOBAL':  # protocol 4: module and name are the last two pushes
+                names.append(f'{pushed[-2]}.{pushed[-1]}' if len(pushed) > 2 and None not in pushed[-2:]
+                             else '<a global whose name is computed>')
+            if opcode.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE'):
+                pushed.append(arg)
+            elif opcode.name in ('BINPUT', 'LONG_BINPUT', 'PUT'):
+                memo[arg] = pushed[-1]
+            elif opcode.name == 'MEMOIZE':
+                memo[len(memo)] = pushed[-1]
+            elif opcode.name in ('BINGET', 'LONG_BINGET', 'GET'):
+                pushed.append(memo.get(arg))
+            elif opcode.stack_after:
+                pushed.append(None)
+    return list(dict.fromkeys(names))
+
+
+def refused_globals(data: bytes) -> List[str]:
+    """The globals of ``data`` that are neither torch's weights-only ones nor :data:`ALLOWED_GLOBALS`."""
+    allowed = set(ALLOWED_GLOBALS) | set(_torch_weights_only_globals())
+    storage = ('torch', 'torch.storage', 'torch.cuda')
+    return [name for name in checkpoint_globals(data) if name not in allowed
+            and not (name.rsplit('.', 1)[0] in storage and name.endswith('Storage'))]
+
+
+# ------------------------------------------------------------------------------ opting in
+_TRUSTED: Dict[str, Optional[str]] = {}
+
+
+def _key(filename: str) -> str:
+    return filename if '://' in filename else osp.realpath(osp.expanduser(filename))
+
+
+def trust_checkpoint(filename: str, sha256: Optional[str] = None) -> None:
+    """Opts one file (a path or URL) you trust out of the allowlist: it will be read with a full
+    unpickler, which can run code the file names, and a warning naming it is logged. With
+    ``sha256`` the file is read only if its SHA-256 is that one."""
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(f'trusted checkpoint {filename!r} is invalid: expected a file path or URL')
+    if sha256 is not None and (not isinstance(sha256, str) or len(sha256) != 64
+                               or any(c not in '0123456789abcdef' for c in sha256.lower())):
+        raise ValueError(f'sha256={sha256!r} for trusted checkpoint {filename!r} is invalid: '
+                         'expected 64 hexadecimal digits')
+    _TRUSTED[_key(filename)] = sha256.lower() if sha256 else None
+
+
+def trust_checkpoints(entries: List[Union[str, dict]]) -> None:
+    """:func:`trust_checkpoint` for each entry of a ``trusted_checkpoints`` config list: a path or
+    URL, or ``dict(file=..., sha256=...)``."""
+    if not isinstance(entries, (list, tuple)):
+        raise ValueError(f'trusted_checkpoints={entries!r} is invalid: expected a list of paths or '
+                         "dict(file=..., sha256=...)")
+    for entry in entries:
+        if isinstance(entry, dict):
+            unknown = set(entry) - {'file', 'sha256'}
+            if 'file' not in entry or unknown:
+                raise ValueError(f'trusted_checkpoints entry {entry!r} is invalid: expected the keys '
+                                 "'file' and optionally 'sha256'")
+            trust_checkpoint(entry['file'], entry.get('sha256'))
+        else:
+            trust_checkpoint(entry)
+
+
+def _opt_in_hint(filename: str) -> str:
+    return (f'if you trust this file, opt it in: trusted_checkpoints=[dict(file={filename!r}, '
+            "sha256='...')] in the config, --trust-checkpoint FILE[:SHA256] for tools/train.py, test.py "
+            f'and infer.py, or convmlp_mm.trust_checkpoint({filename!r})')
+
+
+# ------------------------------------------------------------------------------ loading
+_LOCK = threading.Lock()  # safe_globals and HistoryBuffer's table are process-wide
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only torch's weights-only globals and :data:`ALLOWED_GLOBALS`
+    (for torch without ``torch.serialization.safe_globals``)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))  # Python 2 names
+        full = f'{module}.{name}'
+        found = ALLOWED_GLOBALS.get(full) or _torch_weights_only_globals().get(full)
+        if found is None:
+            raise pickle.UnpicklingError(f'refused global {full}')
+        return found
+
+
+class _RestrictedPickle:
+    """What ``torch.load(pickle_module=...)`` needs of a pickle module."""
+    Unpickler = _RestrictedUnpickler
+    __name__ = 'convmlp_mm.checkpoint._RestrictedPickle'
+
+    @staticmethod
+    def load(file: BinaryIO, **kwargs) -> Any:
+        return _RestrictedUnpickler(file, **kwargs).load()
+
+
+def _unpickle_weights_only(data: bytes, map_location) -> Any:
+    if HAS_SAFE_GLOBALS_BY_NAME:
+        present = set(torch.serialization.get_safe_globals())  # the caller's own, left as they are
+        safe = [(obj, name) for name, obj in ALLOWED_GLOBALS.items() if (obj, name) not in present]
+        with torch.serialization.safe_globals(safe):
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False,
+                      pickle_module=_RestrictedPickle)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[str] = None,
+                filename: Optional[str] = None) -> Any:
+    """Reads a checkpoint without running code: the one loader behind every checkpoint read.
+
+    Args:
+        source (str | bytes): A local file, or the file's bytes.
+        map_location: As for :func:`torch.load`.
+        sha256 (str, optional): Expected SHA-256 of the file, checked before anything is unpickled.
+        filename (str, optional): The name to report and to look up among trusted files
+            (defaults to ``source`` when it is a path; a URL's name when read from the cache).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, corrupt, has another SHA-256, or names a
+            global that is not allowed (the message names the file, the globals and how to opt in).
+    """
+    filename = filename or (source if isinstance(source, str) else '<bytes>')
+    if isinstance(source, str):
+        path = osp.expanduser(source)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{path} can not be found.')
+        with open(path, 'rb') as f:
+            data = f.read()
+    else:
+        data = source
+    trusted = _key(filename) in _TRUSTED
+    expected = sha256 or (_TRUSTED.get(_key(filename)) if trusted else None)
+    if expected and _sha256(data) != expected.lower():
+        raise CheckpointError(f'cannot load checkpoint {filename!r}: its SHA-256 is {_sha256(data)}; '
+                              f'expected {expected.lower()} (the file changed, or the hash is of another file)')
+    if trusted:
+        print_log(f'loading trusted checkpoint {filename!r} with a full unpickler: it can run code it '
+                  'names', logger='current', level=logging.WARNING)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+    refused = refused_globals(data)
+    if refused:
+        raise CheckpointError(f'cannot load checkpoint {filename!r}: refused global(s) {", ".join(refused)} '
+                              '(unpickling them could run code); expected tensors, containers, numpy arrays '
+                              f'and the mmengine objects our checkpoints hold. {_opt_in_hint(filename)}')
+    with _LOCK:
+        statistics = dict(HistoryBuffer._statistics_methods)
+        try:
+            return _unpickle_weights_only(data, map_location)
+        except pickle.UnpicklingError as error:
+            raise CheckpointError(f'cannot load checkpoint {filename!r}: {_refusal(error)}. '
+                                  f'{_opt_in_hint(filename)}') from error
+        finally:
+            HistoryBuffer._statistics_methods.clear()
+            HistoryBuffer._statistics_methods.update(statistics)
+            for name in _BUILTIN_STATISTICS:  # what HistoryBuffer.__init__ registers
+                HistoryBuffer._statistics_methods.setdefault(name, getattr(HistoryBuffer, name))
+
+
+def _refusal(error: Exception) -> str:
+    """The line of torch's weights-only message (or ours) that names what was refused."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if 'refused global' in line or 'Unsupported global' in line
+             or 'not an allowed global' in line]
+    return (named or lines or [type(error).__name__])[0].rstrip('.')
+
+
+# ---------------------------------------------------------------------------------- URLs
+def download(url: str, model_dir: Optional[str] = None) -> str:
+    """The local copy of ``url`` in torch's hub cache (``TORCH_HOME/hub/checkpoints``), downloaded
+    by rank 0 (the other ranks wait for it, then use the same file)."""
+    from mmengine.dist import barrier, get_dist_info
+    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    path = osp.join(model_dir, osp.basename(url.split('?')[0]) or 'checkpoint.pth')
+    rank, world_size = get_dist_info()
+    failure = None
+    if rank == 0 and not osp.isfile(path):
+        os.makedirs(model_dir, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, path, progress=False)  # a temporary file, then renamed
+        except Exception as error:  # the others must still pass the barrier
+            failure = error
+    if world_size > 1:
+        barrier()
+    if failure is not None:
+        raise failure
+    if not osp.isfile(path):
+        raise OSError(f'rank 0 could not download {url}')
+    return path
+
+
+# --------------------------------------------------------------------- CheckpointLoader schemes
+def load_from_local(filename: str, map_location=None) -> Any:
+    return load_safely(filename, map_location)
+
+
+def load_from_http(filename: str, map_location=None, model_dir: Optional[str] = None) -> Any:
+    """A URL: its cached copy, read under the URL's name (which is what a trust opt-in names)."""
+    with open(download(filename, model_dir), 'rb') as f:
+        return load_safely(f.read(), map_location, filename=filename)
+
+
+def load_from_torchvision(filename: str, map_location=None) -> Any:
+    name = filename.split('://', 1)[1]
+    return load_from_http(mm_checkpoint.get_torchvision_models()[name], map_location)
+
+
+def load_from_openmmlab(filename: str, map_location=None) -> Any:
+    name = filename.split('://', 1)[1]
+    name = mm_checkpoint.get_deprecated_model_names().get(name, name)
+    url = mm_checkpoint.get_external_models()[name]
+    if url.startswith(('http://', 'https://')):
+        return load_from_http(url, map_location)
+    return load_safely(osp.join(mm_checkpoint._get_mmengine_home(), url), map_location)
+
+
+def load_from_mmcls(filename: str, map_location=None) -> Any:
+    checkpoint = load_from_http(mm_checkpoint.get_mmcls_models()[filename[len('mmcls://'):]], map_location)
+    return mm_checkpoint._process_mmcls_checkpoint(checkpoint)
+
+
+def load_from_ceph(filename: str, map_location=None, backend: str = 'petrel') -> Any:
+    from mmengine.fileio import get_file_backend
+    data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
+    return load_safely(data, map_location, filename=filename)
+
+
+def load_from_pavi(filename: str, map_location=None) -> Any:
+    import tempfile
+    from pavi import modelcloud
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory() as folder:
+        path = osp.join(folder, model.name)
+        model.download(path)
+        with open(path, 'rb') as f:
+            return load_safely(f.read(), map_location, filename=filename)
+
+
+#: Our loader for each scheme of mmengine 0.10's ``CheckpointLoader``.
+LOADERS: Dict[str, Callable] = {
+    '': load_from_local,
+    'http://': load_from_http, 'https://': load_from_http,
+    'modelzoo://': load_from_torchvision, 'torchvision://': load_from_torchvision,
+    'open-mmlab://': load_from_openmmlab, 'openmmlab://': load_from_openmmlab,
+    'mmcls://': load_from_mmcls,
+    r'(\S+\:)?s3://': load_from_ceph, r'(\S+\:)?petrel://': load_from_ceph,
+    'pavi://': load_from_pavi,
+}
+
+
+def explain_load_error(filename: str, error: BaseException) -> str:
+    """One line: the file, the cause and what was expected."""
+    if isinstance(error, FileNotFoundError):
+        cause, expected = 'no such file', 'the path of a checkpoint file or an http(s) URL'
+    elif isinstance(error, OSError) and '://' in filename:
+        cause = f'cannot download it ({type(error).__name__}: {error})'
+        expected = 'a reachable URL; or download the file yourself and pass its path'
+    elif isinstance(error, OSError):  # permissions, a folder, an I/O error
+        cause, expected = f'cannot read it ({type(error).__name__}: {error})', 'a readable checkpoint file'
+    else:  # the bytes are there but do not decode (zip reader, unpickler, ...)
+        cause = f'the file is truncated or corrupt ({type(error).__name__}: {error})'
+        expected = 'a complete file written by torch.save; copy it again or use an earlier checkpoint'
+    return f'cannot load checkpoint {filename!r}: {cause}; expected {expected}'
+
+
+def _load_checkpoint(cls, filename: str, map_location=None, logger='current') -> Any:
+    """``CheckpointLoader.load_checkpoint`` raising :class:`CheckpointError` with the file name."""
+    loader = cls._get_checkpoint_loader(filename)
+    print_log(f'Loads checkpoint by {loader.__name__[10:]} backend from path: {filename}', logger=logger)
+    try:
+        return loader(filename, map_location)
+    except CheckpointError:
+        raise
+    except Exception as error:
+        raise CheckpointError(explain_load_error(str(filename), error)) from error
+
+
+def load_checkpoint(filename: str, map_location=None, sha256: Optional[str] = None) -> Any:
+    """``CheckpointLoader.load_checkpoint``, optionally checking the file's SHA-256 before anything
+    is unpickled (local files and http(s) URLs; a URL is checked on its downloaded copy)."""
+    if sha256 is None:
+        return CheckpointLoader.load_checkpoint(filename, map_location)
+    if '://' in filename and not filename.startswith(('http://', 'https://')):
+        raise CheckpointError(f'cannot check sha256 of checkpoint {filename!r}: expected a local file or an '
+                              'http(s) URL')
+    try:
+        path = download(filename) if '://' in filename else filename
+        return load_safely(path, map_location, sha256=sha256, filename=filename)
+    except CheckpointError:
+        raise
+    except Exception as error:
+        raise CheckpointError(explain_load_error(filename, error)) from error
+
+
+def register_loaders() -> None:
+    """Installs :data:`LOADERS` for every scheme and the error-naming ``load_checkpoint``. A scheme
+    that this table does not know (a newer mmengine's) stops here instead of loading unsafely."""
+    unknown = set(CheckpointLoader._schemes) - set(LOADERS)
+    if unknown:
+        raise RuntimeError(f'mmengine has checkpoint schemes {sorted(unknown)} that convmlp_mm.checkpoint has '
+                           f'no safe loader for; known: {sorted(LOADERS)}')
+    for prefix, loader in LOADERS.items():
+        CheckpointLoader.register_scheme(prefixes=prefix, loader=loader, force=True)
+    CheckpointLoader.load_checkpoint = classmethod(_load_checkpoint)
+
+
+register_loaders()
+
+__all__ = ['ALLOWED_ATTRIBUTES', 'ALLOWED_GLOBALS', 'CheckpointError', 'checkpoint_globals', 'download',
+           'load_checkpoint', 'load_safely', 'refused_globals', 'register_loaders', 'restricted_getattr', 'trust_checkpoint',
+           'trust_checkpoints']

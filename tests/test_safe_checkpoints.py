@@ -1,0 +1,410 @@
+"""Checkpoints that cannot run code (convmlp_mm.checkpoint): every read path refuses payloads and
+names the file and the global; every checkpoint our stack writes loads without an opt-in."""
+import builtins
+import functools
+import hashlib
+import http.server
+import os
+import os.path as osp
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import HistoryBuffer
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import CheckpointLoader
+
+import convmlp_mm
+from convmlp_mm import ConvMLP
+from convmlp_mm.checkpoint import LOADERS, CheckpointError, checkpoint_globals, load_safely, trust_checkpoint
+from convmlp_mm.models.reference import randomised
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+QUICK = osp.join(ROOT, 'configs/quickstart')
+
+
+# ------------------------------------------------------------------------------ payloads
+class Payload:
+    """Unpickles as ``func(*args)``."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def payloads(marker):
+    """(name, object, global the error must name): each would create ``marker`` when unpickled."""
+    import subprocess as sp
+    code = f'open({str(marker)!r}, "w").close()'
+    return [
+        ('os.system', Payload(os.system, f'touch {marker}'), 'system'),
+        ('subprocess.Popen', Payload(sp.Popen, ['touch', str(marker)]), 'subprocess.Popen'),
+        ('subprocess.call', Payload(sp.call, ['touch', str(marker)]), 'subprocess.call'),
+        ('builtins.eval', Payload(builtins.eval, code), 'builtins.eval'),
+        ('builtins.exec', Payload(builtins.exec, code), 'builtins.exec'),
+        ('getattr', Payload(getattr, HistoryBuffer, '__init__'), "getattr(mmengine.logging.history_buffer.HistoryBuffer, '__init__')"),
+        ('object array', np.array([Payload(builtins.eval, code)], dtype=object), 'builtins.eval'),
+    ]
+
+
+PAYLOAD_NAMES = [name for name, _, _ in payloads('x')]
+
+
+def payload(name, marker):
+    (entry, ) = [(obj, refused) for n, obj, refused in payloads(marker) if n == name]
+    return entry
+
+
+def poisoned_backbone_checkpoint(path, payload_object):
+    """A normal-looking mm checkpoint of a ConvMLP-S backbone, with the payload in ``meta``."""
+    state = {f'backbone.{k}': v for k, v in randomised('s').state_dict().items()}
+    torch.save(dict(state_dict=state, meta=dict(epoch=1, note=payload_object)), path)
+    return str(path)
+
+
+def assert_refused(error_text, filename, refused, marker):
+    assert not osp.exists(marker), 'the payload ran'
+    assert str(filename) in error_text and refused in error_text, error_text
+    assert 'trust' in error_text  # how to opt in
+
+
+@pytest.mark.parametrize('name', PAYLOAD_NAMES)
+def test_every_payload_is_refused_before_it_runs(tmp_path, name):
+    marker = tmp_path / 'marker'
+    obj, refused = payload(name, marker)
+    path = poisoned_backbone_checkpoint(tmp_path / 'evil.pth', obj)
+    with pytest.raises(CheckpointError) as error:
+        CheckpointLoader.load_checkpoint(path)
+    assert_refused(str(error.value), path, refused, marker)
+
+
+def test_refused_while_unpickling_too(tmp_path):
+    """The unpickler enforces the allowlist itself, not only the scan before it."""
+    from convmlp_mm.checkpoint import _unpickle_weights_only
+    marker = tmp_path / 'marker'
+    path = poisoned_backbone_checkpoint(tmp_path / 'evil.pth', Payload(builtins.eval, f'open({str(marker)!r}, "w")'))
+    with pytest.raises(Exception, match='eval'):
+        _unpickle_weights_only(open(path, 'rb').read(), 'cpu')
+    assert not marker.exists()
+
+
+def test_getattr_payload_refused_while_unpickling(tmp_path):
+    marker = tmp_path / 'marker'
+    path = poisoned_backbone_checkpoint(tmp_path / 'evil.pth', Payload(getattr, HistoryBuffer, 'register_statistics'))
+    with pytest.raises(CheckpointError, match="getattr.*register_statistics"):
+        load_safely(path)
+
+
+@pytest.mark.parametrize('how', ['resume', 'load_from'])
+def test_runner_refuses_payloads(tmp_path, how):
+    marker = tmp_path / 'marker'
+    toy_runner(tmp_path / 'ok', max_iters=2).train()
+    checkpoint = torch.load(tmp_path / 'ok/iter_2.pth', weights_only=False)
+    checkpoint['meta']['note'] = Payload(os.system, f'touch {marker}')
+    path = tmp_path / 'evil.pth'
+    torch.save(checkpoint, path)
+    runner = toy_runner(tmp_path / how, max_iters=4, resume=how == 'resume', load_from=str(path))
+    with pytest.raises(CheckpointError) as error:
+        runner.train()
+    assert_refused(str(error.value), path, 'system', marker)
+
+
+def test_init_cfg_file_and_url_refuse_payloads(tmp_path, monkeypatch):
+    marker = tmp_path / 'marker'
+    served = tmp_path / 'served'
+    served.mkdir()
+    path = poisoned_backbone_checkpoint(served / 'evil.pth', Payload(builtins.eval, f'open({str(marker)!r}, "w")'))
+    for checkpoint in (path, ):
+        with pytest.raises(CheckpointError) as error:
+            ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=checkpoint)).init_weights()
+        assert_refused(str(error.value), checkpoint, 'builtins.eval', marker)
+    torch.hub.set_dir(str(tmp_path / 'hub'))
+    with http_server(served) as base:
+        url = f'{base}/evil.pth'
+        with pytest.raises(CheckpointError) as error:
+            ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=url)).init_weights()
+        assert_refused(str(error.value), url, 'builtins.eval', marker)
+        assert osp.isfile(tmp_path / 'hub/checkpoints/evil.pth')  # downloaded to the cache, then read
+
+
+def run_tool(args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope='module')
+def shapes_dir(tmp_path_factory):
+    from convmlp_mm.data import generate
+    cwd = tmp_path_factory.mktemp('tools')
+    generate(str(cwd / 'data/shapes'), num_train=2, num_val=2, size=(64, 80), seed=1)
+    return cwd
+
+
+def detector_checkpoint_with(path, payload_object):
+    """A Mask R-CNN ConvMLP-S quickstart checkpoint (random weights) with the payload in ``meta``."""
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(QUICK, 'mask-rcnn_convmlp-s_shapes.py'))
+    model = MODELS.build(cfg.model)
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(note=payload_object,
+                                                              dataset_meta=dict(classes=('a', 'b', 'c')))), path)
+    return path
+
+
+@pytest.mark.parametrize('tool', ['test.py', 'infer.py', 'convert_checkpoint.py'])
+def test_tools_refuse_payloads(shapes_dir, tmp_path, tool):
+    marker = tmp_path / 'marker'
+    config = osp.join(QUICK, 'mask-rcnn_convmlp-s_shapes.py')
+    if tool == 'convert_checkpoint.py':
+        path = poisoned_backbone_checkpoint(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
+        args = [osp.join(ROOT, 'tools', tool), path, tmp_path / 'out.pth']
+    else:
+        path = detector_checkpoint_with(tmp_path / 'evil.pth', Payload(os.system, f'touch {marker}'))
+        image = shapes_dir / 'data/shapes/coco/val/val_00000.jpg'
+        args = [osp.join(ROOT, 'tools', tool), config, path]
+        args += ['--work-dir', tmp_path / 'work'] if tool == 'test.py' else [image, '--out-dir', tmp_path / 'pred']
+    proc = run_tool(args, shapes_dir)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith(('error:', 'convmlp_mm'))
+              or 'CheckpointError' in line]
+    assert errors, proc.stderr[-3000:]
+    assert_refused(errors[-1], path, 'system', marker)
+    assert not osp.exists(tmp_path / 'out.pth')
+
+
+def test_timm_pretrained_file_refuses_payloads(tmp_path):
+    timm = pytest.importorskip('timm')
+    marker = tmp_path / 'marker'
+    path = tmp_path / 'evil.pth'
+    state = randomised('s').state_dict()
+    state['note'] = Payload(builtins.exec, f'open({str(marker)!r}, "w").close()')
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as error:
+        timm.create_model('convmlp_s', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert_refused(str(error.value), path, 'builtins.exec', marker)
+
+
+def test_timm_pretrained_file_loads_the_published_weights(tmp_path):
+    timm = pytest.importorskip('timm')
+    reference = randomised('s')
+    path = tmp_path / 'convmlp_s_imagenet.pth'
+    torch.save(reference.state_dict(), path)
+    model = timm.create_model('convmlp_s', pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-5)
+    headless = timm.create_model('convmlp_s', pretrained=True, num_classes=7, pretrained_cfg_overlay=dict(file=str(path)))
+    assert headless.get_classifier().out_features == 7
+    assert torch.equal(headless.backbone.tokenizer.block[0].weight, model.backbone.tokenizer.block[0].weight)
+
+
+# ------------------------------------------------------------ what our stack writes loads
+class ToyModel(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+
+    def forward(self, inputs, labels=None, mode='loss'):
+        out = self.linear(torch.stack(inputs) if isinstance(inputs, list) else inputs)
+        if mode == 'loss':
+            return dict(loss=(out.squeeze(-1) - torch.stack(labels)).square().mean())
+        return [dict(pred=o, label=l) for o, l in zip(out, labels)]
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    metainfo = dict(classes=('zero', 'one'))
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return dict(inputs=torch.full((2, ), float(i)), labels=torch.tensor(float(i % 2)))
+
+
+class NumpyMetric:
+    """A metric whose value is a numpy float64, as mmseg's IoUMetric reports (``best_score``)."""
+
+    def __new__(cls):
+        from mmengine.evaluator import BaseMetric
+
+        class _Metric(BaseMetric):
+            def process(self, data_batch, data_samples):
+                self.results.extend(float((s['pred'] - s['label']).abs()) for s in data_samples)
+
+            def compute_metrics(self, results):
+                return dict(score=np.float64(1.0 / (1.0 + np.mean(results))))
+
+        return _Metric()
+
+
+def toy_runner(work_dir, max_iters, resume=False, load_from=None, amp=False, one_cycle=False):
+    loader = dict(dataset=ToyDataset(), sampler=dict(type='DefaultSampler', shuffle=True), batch_size=2, num_workers=0)
+    scheduler = (dict(type='OneCycleLR', eta_max=0.01, total_steps=8, by_epoch=False) if one_cycle else
+                 dict(type='MultiStepLR', milestones=[2], by_epoch=False))
+    return Runner(model=ToyModel(), work_dir=str(work_dir), resume=resume, load_from=load_from,
+                  train_dataloader=loader, val_dataloader=loader, val_evaluator=[NumpyMetric()],
+                  val_cfg=dict(), optim_wrapper=dict(type='AmpOptimWrapper' if amp else 'OptimWrapper',
+                                                     optimizer=dict(type='AdamW', lr=0.01)),
+                  param_scheduler=scheduler, train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=2),
+                  default_hooks=dict(checkpoint=dict(type=CheckpointHook, interval=2, by_epoch=False,
+                                                     save_best='score', rule='greater')),
+                  custom_hooks=[dict(type='RandomStateHook')], randomness=dict(seed=0),
+                  env_cfg=dict(dist_cfg=dict(backend='nccl')))
+
+
+def test_a_full_runner_checkpoint_resumes_without_opt_in(tmp_path, monkeypatch):
+    """CheckpointHook (save_best on a numpy metric), OneCycle, AmpOptimWrapper, RandomStateHook;
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD changes nothing; torch's safe globals are as before."""
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    before = list(torch.serialization.get_safe_globals()) if hasattr(torch.serialization, 'get_safe_globals') else []
+    toy_runner(tmp_path, max_iters=4, amp=True, one_cycle=True).train()
+    names = checkpoint_globals(open(tmp_path / 'iter_4.pth', 'rb').read())
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in names and 'builtins.getattr' in names
+    assert any(name.endswith('multiarray._reconstruct') for name in names)
+    statistics = dict(HistoryBuffer._statistics_methods)
+    runner = toy_runner(tmp_path, max_iters=8, resume=True, amp=True, one_cycle=True)
+    runner.train()
+    assert runner.iter == 8 and dict(HistoryBuffer._statistics_methods) == statistics
+    best = [f for f in os.listdir(tmp_path) if f.startswith('best_score')]
+    best_score = load_safely(str(tmp_path / best[0]))['message_hub']['runtime_info']['best_score']
+    assert best and type(best_score) is np.float64
+    if hasattr(torch.serialization, 'get_safe_globals'):
+        assert list(torch.serialization.get_safe_globals()) == before
+
+
+def test_history_buffer_table_is_restored(tmp_path):
+    """A file cannot change HistoryBuffer's class-level statistics table (it maps 'min' to max here)."""
+    buffer = HistoryBuffer([1.0, 2.0], [1, 1])
+    buffer.__dict__['statistics_methods'] = {'min': HistoryBuffer.max}  # what __getstate__ stores
+    path = tmp_path / 'swap.pth'
+    torch.save(dict(message_hub=dict(log_scalars=dict(loss=buffer))), path)
+    statistics = dict(HistoryBuffer._statistics_methods)
+    loaded = load_safely(str(path))['message_hub']['log_scalars']['loss']
+    assert dict(HistoryBuffer._statistics_methods) == statistics
+    assert loaded.min() == 1.0 and loaded.mean() == 1.5
+
+
+def test_numpy_1_names_and_published_state_dicts_load(tmp_path):
+    """A file written under numpy 1 names numpy.core.*, under numpy 2 numpy._core.*: both load."""
+    path = tmp_path / 'np.pth'
+    torch.save(dict(state=np.random.RandomState(0).get_state(), value=np.float64(0.5),
+                    array=np.arange(6, dtype=np.int64).reshape(2, 3)), path)
+    data = open(path, 'rb').read()
+    from convmlp_mm.compat import NUMPY_CORE
+    other = 'numpy.core' if NUMPY_CORE == 'numpy._core' else 'numpy._core'
+    renamed = tmp_path / 'np_other.pth'
+    renamed.write_bytes(rewrite_module(data, NUMPY_CORE, other))
+    for p in (path, renamed):
+        loaded = load_safely(str(p))
+        assert loaded['value'] == 0.5 and loaded['array'].tolist() == [[0, 1, 2], [3, 4, 5]]
+    raw = tmp_path / 'convmlp_s_imagenet.pth'
+    torch.save(randomised('s').state_dict(), raw)
+    assert set(load_safely(str(raw))) == set(randomised('s').state_dict())
+
+
+def rewrite_module(data, old, new):
+    """The same torch zip file with ``old`` module names in its pickle replaced by ``new``."""
+    import io
+    import zipfile
+    src, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            content = src.read(info.filename)
+            if info.filename.endswith('data.pkl'):
+                content = content.replace(f'{old}.multiarray\n'.encode(), f'{new}.multiarray\n'.encode())
+            dst.writestr(info.filename, content)
+    return out.getvalue()
+
+
+def test_legacy_format_is_scanned(tmp_path):
+    path = tmp_path / 'legacy.pth'
+    torch.save(dict(weight=torch.ones(2), note=Payload(os.system, 'true')), path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match='system'):
+        load_safely(str(path))
+    torch.save(dict(weight=torch.ones(2)), path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_safely(str(path))['weight'], torch.ones(2))
+
+
+def test_mm_detector_and_segmentor_checkpoints_load(tmp_path):
+    """Checkpoints written by tools/train.py runs (dataset_meta etc.) are covered by
+    tests/test_tools.py, which tests them through tools/test.py; here the mm layout by hand."""
+    path = detector_checkpoint_with(tmp_path / 'det.pth', np.float32(1.5))
+    loaded = CheckpointLoader.load_checkpoint(str(path))
+    assert loaded['meta']['dataset_meta']['classes'] == ('a', 'b', 'c')
+
+
+# ------------------------------------------------------------------------------- opting in
+def test_trusted_file_loads_with_a_warning_and_its_hash(tmp_path, caplog):
+    path = tmp_path / 'legacy.pth'
+    torch.save(dict(state_dict={}, meta=dict(fn=functools.partial(int, base=2))), path)
+    with pytest.raises(CheckpointError, match='functools.partial'):
+        load_safely(str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    trust_checkpoint(str(tmp_path / 'legacy.pth'), sha256='0' * 64)
+    with pytest.raises(CheckpointError, match='SHA-256'):
+        load_safely(str(path))
+    trust_checkpoint(str(path), sha256=digest)
+    assert load_safely(str(path))['meta']['fn']('11') == 3
+    with pytest.raises(ValueError, match='64 hexadecimal'):
+        trust_checkpoint(str(path), sha256='abc')
+
+
+def test_init_cfg_sha256_is_checked_before_unpickling(tmp_path):
+    path = tmp_path / 'convmlp_s_imagenet.pth'
+    torch.save(randomised('s').state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=str(path), sha256=digest)).init_weights()
+    with pytest.raises(CheckpointError, match='SHA-256'):
+        ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=str(path), sha256='f' * 64)).init_weights()
+
+
+def test_every_mmengine_scheme_has_a_safe_loader():
+    assert all(CheckpointLoader._schemes[p] is LOADERS[p] for p in CheckpointLoader._schemes)
+    assert set(CheckpointLoader._schemes) == set(LOADERS)
+
+
+# -------------------------------------------------------------------------------- helpers
+class http_server:
+    """A loopback HTTP server over ``folder`` for the duration of a ``with``."""
+
+    def __init__(self, folder):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *args: None
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f'http://127.0.0.1:{self.server.server_address[1]}'
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_trust_from_the_config_key_and_the_command_line(tmp_path):
+    from mmengine.config import Config
+    from convmlp_mm.runtime import trust_from
+    files = []
+    for name in ('by_config.pth', 'by_cli.pth'):
+        path = tmp_path / name
+        torch.save(dict(fn=functools.partial(int, base=2)), path)
+        files.append(path)
+    digest = hashlib.sha256(files[1].read_bytes()).hexdigest()
+    for path in files:
+        with pytest.raises(CheckpointError, match='functools.partial'):
+            load_safely(str(path))
+    trust_from(Config(dict(trusted_checkpoints=[dict(file=str(files[0]))])), [f'{files[1]}:{digest}'])
+    assert [load_safely(str(p))['fn']('101') for p in files] == [5, 5]
+    with pytest.raises(ValueError, match="'file'"):
+        trust_from(Config(dict(trusted_checkpoints=[dict(path='x')])))
