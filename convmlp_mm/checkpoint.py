@@ -38,6 +38,7 @@ import os.path as osp
 import pickle
 import pickletools
 import threading
+import warnings
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
@@ -98,7 +99,13 @@ def _numpy_globals() -> Dict[str, Any]:
 
 def _allowed_globals() -> Dict[str, Any]:
     import _codecs
+    import collections
+    dtypes = {f'torch.{name}': value for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
     return {
+        # what torch >= 2.4's weights-only set has beyond torch 2.1's (mmengine's MultiStepLR keeps a
+        # Counter): the same files load on every supported torch
+        'collections.Counter': collections.Counter, 'builtins.set': set, 'builtins.bytearray': bytearray,
+        'builtins.complex': complex, 'torch.device': torch.device, **dtypes,
         'mmengine.logging.history_buffer.HistoryBuffer': HistoryBuffer,
         'mmengine.optim.scheduler.param_scheduler.OneCycleParamScheduler': OneCycleParamScheduler,
         'torch.optim.lr_scheduler.OneCycleLR': torch.optim.lr_scheduler.OneCycleLR,
@@ -303,7 +310,10 @@ def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[s
         try:
             return _unpickle_weights_only(data, map_location)
         except pickle.UnpicklingError as error:
-            raise CheckpointError(f'cannot load checkpoint {filename!r}: {_refusal(error)}. '
+            refusal = _refusal(error)
+            if refusal is None:  # not a refusal: a corrupt file, reported as such by the caller
+                raise
+            raise CheckpointError(f'cannot load checkpoint {filename!r}: {refusal}. '
                                   f'{_opt_in_hint(filename)}') from error
         finally:
             HistoryBuffer._statistics_methods.clear()
@@ -312,12 +322,13 @@ def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[s
                 HistoryBuffer._statistics_methods.setdefault(name, getattr(HistoryBuffer, name))
 
 
-def _refusal(error: Exception) -> str:
-    """The line of torch's weights-only message (or ours) that names what was refused."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    named = [line for line in lines if 'refused global' in line or 'Unsupported global' in line
-             or 'not an allowed global' in line]
-    return (named or lines or [type(error).__name__])[0].rstrip('.')
+def _refusal(error: Exception) -> Optional[str]:
+    """The line of torch's weights-only message (or ours) that names what was refused; None when
+    the error refuses nothing (a corrupt file)."""
+    markers = ('refused global', 'Unsupported global', 'not an allowed global', 'unrecognized function',
+               'Can only create new object', 'Can only build')
+    named = [line.strip() for line in str(error).splitlines() if any(m in line for m in markers)]
+    return named[0].rstrip('.') if named else None
 
 
 # ---------------------------------------------------------------------------------- URLs
@@ -448,12 +459,13 @@ def load_checkpoint(filename: str, map_location=None, sha256: Optional[str] = No
 
 
 def register_loaders() -> None:
-    """Installs :data:`LOADERS` for every scheme and the error-naming ``load_checkpoint``. A scheme
-    that this table does not know (a newer mmengine's) stops here instead of loading unsafely."""
-    unknown = set(CheckpointLoader._schemes) - set(LOADERS)
-    if unknown:
-        raise RuntimeError(f'mmengine has checkpoint schemes {sorted(unknown)} that convmlp_mm.checkpoint has '
-                           f'no safe loader for; known: {sorted(LOADERS)}')
+    """Installs :data:`LOADERS` for every scheme of mmengine's ``CheckpointLoader`` and the
+    error-naming ``load_checkpoint``. A scheme registered by another package is left to it, with a
+    warning: we cannot know what its files hold."""
+    foreign = sorted(set(CheckpointLoader._schemes) - set(LOADERS))
+    if foreign:
+        warnings.warn(f'checkpoint schemes {foreign} were registered by another package; convmlp_mm reads '
+                      f'{sorted(LOADERS)} weights-only and leaves those as they are')
     for prefix, loader in LOADERS.items():
         CheckpointLoader.register_scheme(prefixes=prefix, loader=loader, force=True)
     CheckpointLoader.load_checkpoint = classmethod(_load_checkpoint)
