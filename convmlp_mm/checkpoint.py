@@ -66,7 +66,6 @@ ALLOWED_ATTRIBUTES: Dict[type, frozenset] = {
     OneCycleParamScheduler: frozenset({'_annealing_cos', '_annealing_linear'}),
     torch.optim.lr_scheduler.OneCycleLR: frozenset({'_annealing_cos', '_annealing_linear'}),
 }
-_BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
 def restricted_getattr(obj: Any, name: str) -> Any:
@@ -124,6 +123,19 @@ def _torch_weights_only_globals() -> Dict[str, Any]:
     return _weights_only_unpickler._get_allowed_globals()
 
 
+def _python3_name(module: str, name: str) -> str:
+    """``module.name`` as the unpickler resolves it: protocol 2 writes Python 2 names
+    (``__builtin__.eval``) that ``pickle`` maps back."""
+    module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))
+    return f'{module}.{name}'
+
+
+def _resolve(full: str) -> Any:
+    """What an allowed global loads as; None when it is not allowed."""
+    found = ALLOWED_GLOBALS.get(full)
+    return found if found is not None else _torch_weights_only_globals().get(full)
+
+
 # ------------------------------------------------------------------------ reading the globals
 def _streams(data: bytes):
     """Each pickle of a torch file: the zip format's ``data.pkl``, or the legacy format's five
@@ -154,10 +166,8 @@ def checkpoint_globals(data: bytes) -> List[str]:
     for stream in _streams(data):
         pushed, memo = [None], {}  # what each opcode pushed: the string, or None for anything else
         for opcode, arg, _ in pickletools.genops(stream):
-            if opcode.name == 'GLOBAL':  # protocol 2 writes Python 2 names; the unpickler maps them back
-                module, name = arg.split(' ', 1)
-                module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))
-                names.append(f'{module}.{name}')
+            if opcode.name == 'GLOBAL':
+                names.append(_python3_name(*arg.split(' ', 1)))
             elif opcode.name == 'STACK_GLOBAL':  # protocol 4: module and name are the last two pushes
                 names.append(f'{pushed[-2]}.{pushed[-1]}' if len(pushed) > 2 and None not in pushed[-2:]
                              else '<a global whose name is computed>')
@@ -176,9 +186,8 @@ def checkpoint_globals(data: bytes) -> List[str]:
 
 def refused_globals(data: bytes) -> List[str]:
     """The globals of ``data`` that are neither torch's weights-only ones nor :data:`ALLOWED_GLOBALS`."""
-    allowed = set(ALLOWED_GLOBALS) | set(_torch_weights_only_globals())
     storage = ('torch', 'torch.storage', 'torch.cuda')
-    return [name for name in checkpoint_globals(data) if name not in allowed
+    return [name for name in checkpoint_globals(data) if _resolve(name) is None
             and not (name.rsplit('.', 1)[0] in storage and name.endswith('Storage'))]
 
 
@@ -235,9 +244,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     (for torch without ``torch.serialization.safe_globals``)."""
 
     def find_class(self, module: str, name: str) -> Any:
-        module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))  # Python 2 names
-        full = f'{module}.{name}'
-        found = ALLOWED_GLOBALS.get(full) or _torch_weights_only_globals().get(full)
+        full = _python3_name(module, name)
+        found = _resolve(full)
         if found is None:
             raise pickle.UnpicklingError(f'refused global {full}')
         return found
@@ -261,10 +269,6 @@ def _unpickle_weights_only(data: bytes, map_location) -> Any:
             return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False,
                       pickle_module=_RestrictedPickle)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[str] = None,
@@ -291,10 +295,12 @@ def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[s
             data = f.read()
     else:
         data = source
-    trusted = _key(filename) in _TRUSTED
-    expected = sha256 or (_TRUSTED.get(_key(filename)) if trusted else None)
-    if expected and _sha256(data) != expected.lower():
-        raise CheckpointError(f'cannot load checkpoint {filename!r}: its SHA-256 is {_sha256(data)}; '
+    key = _key(filename)
+    trusted = key in _TRUSTED
+    expected = sha256 or _TRUSTED.get(key)
+    digest = hashlib.sha256(data).hexdigest() if expected else None
+    if expected and digest != expected.lower():
+        raise CheckpointError(f'cannot load checkpoint {filename!r}: its SHA-256 is {digest}; '
                               f'expected {expected.lower()} (the file changed, or the hash is of another file)')
     if trusted:
         print_log(f'loading trusted checkpoint {filename!r} with a full unpickler: it can run code it '
@@ -318,7 +324,7 @@ def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[s
         finally:
             HistoryBuffer._statistics_methods.clear()
             HistoryBuffer._statistics_methods.update(statistics)
-            for name in _BUILTIN_STATISTICS:  # what HistoryBuffer.__init__ registers
+            for name in ALLOWED_ATTRIBUTES[HistoryBuffer]:  # what HistoryBuffer.__init__ registers
                 HistoryBuffer._statistics_methods.setdefault(name, getattr(HistoryBuffer, name))
 
 
@@ -362,8 +368,7 @@ def load_from_local(filename: str, map_location=None) -> Any:
 
 def load_from_http(filename: str, map_location=None, model_dir: Optional[str] = None) -> Any:
     """A URL: its cached copy, read under the URL's name (which is what a trust opt-in names)."""
-    with open(download(filename, model_dir), 'rb') as f:
-        return load_safely(f.read(), map_location, filename=filename)
+    return load_safely(download(filename, model_dir), map_location, filename=filename)
 
 
 def load_from_torchvision(filename: str, map_location=None) -> Any:
@@ -398,8 +403,7 @@ def load_from_pavi(filename: str, map_location=None) -> Any:
     with tempfile.TemporaryDirectory() as folder:
         path = osp.join(folder, model.name)
         model.download(path)
-        with open(path, 'rb') as f:
-            return load_safely(f.read(), map_location, filename=filename)
+        return load_safely(path, map_location, filename=filename)
 
 
 #: Our loader for each scheme of mmengine 0.10's ``CheckpointLoader``.

@@ -7,30 +7,10 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
 from mmengine.hooks import CheckpointHook
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
+from toy import ToyDataset, ToyModel
 
 import convmlp_mm  # noqa: F401  (applies the shims)
-
-
-class ToyModel(BaseModel):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, labels=None, mode='loss'):
-        out = self.linear(torch.stack(inputs) if isinstance(inputs, list) else inputs)
-        return dict(loss=(out.squeeze(-1) - torch.stack(labels)).square().mean()) if mode == 'loss' else out
-
-
-class ToyDataset(torch.utils.data.Dataset):
-    metainfo = dict()
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, i):
-        return dict(inputs=torch.full((2, ), float(i)), labels=torch.tensor(float(i % 2)))
 
 
 def toy_runner(work_dir, max_iters, resume=False):

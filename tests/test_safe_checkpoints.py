@@ -13,11 +13,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
 from mmengine.runner import Runner
+from toy import ToyDataset, ToyModel
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import convmlp_mm
@@ -97,7 +96,6 @@ def test_refused_while_unpickling_too(tmp_path):
 
 
 def test_getattr_payload_refused_while_unpickling(tmp_path):
-    marker = tmp_path / 'marker'
     path = poisoned_backbone_checkpoint(tmp_path / 'evil.pth', Payload(getattr, HistoryBuffer, 'register_statistics'))
     with pytest.raises(CheckpointError, match="getattr.*register_statistics"):
         load_safely(path)
@@ -152,11 +150,13 @@ def shapes_dir(tmp_path_factory):
 def detector_checkpoint_with(path, payload_object):
     """A Mask R-CNN ConvMLP-S quickstart checkpoint (random weights) with the payload in ``meta``."""
     from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
-    register_all_modules()
+    register_all_modules(init_default_scope=False)  # leaves the process's default scope alone
     cfg = Config.fromfile(osp.join(QUICK, 'mask-rcnn_convmlp-s_shapes.py'))
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
     torch.save(dict(state_dict=model.state_dict(), meta=dict(note=payload_object,
                                                               dataset_meta=dict(classes=('a', 'b', 'c')))), path)
     return path
@@ -210,28 +210,6 @@ def test_timm_pretrained_file_loads_the_published_weights(tmp_path):
 
 
 # ------------------------------------------------------------ what our stack writes loads
-class ToyModel(BaseModel):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, labels=None, mode='loss'):
-        out = self.linear(torch.stack(inputs) if isinstance(inputs, list) else inputs)
-        if mode == 'loss':
-            return dict(loss=(out.squeeze(-1) - torch.stack(labels)).square().mean())
-        return [dict(pred=o, label=l) for o, l in zip(out, labels)]
-
-
-class ToyDataset(torch.utils.data.Dataset):
-    metainfo = dict(classes=('zero', 'one'))
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, i):
-        return dict(inputs=torch.full((2, ), float(i)), labels=torch.tensor(float(i % 2)))
-
-
 class NumpyMetric:
     """A metric whose value is a numpy float64, as mmseg's IoUMetric reports (``best_score``)."""
 
