@@ -5,7 +5,7 @@
 # everything is already there.
 PY := .venv/bin/python
 
-.PHONY: env env-oldest test test-oldest test-all demo demo-seg
+.PHONY: env env-oldest test test-oldest test-all demo demo-seg demo-cls
 env:
 	@tools/setup_env.sh
 
@@ -47,3 +47,21 @@ demo-seg: env
 	$(PY) tools/visualize_features.py $(DEMO_SEG) $$(cat work_dirs/demo-seg/last_checkpoint) \
 		data/shapes/ade/images/validation/val_00000.jpg --out work_dirs/demo-seg/features.png
 	@echo "pictures: work_dirs/demo-seg/predictions.png (and predictions/*.png), work_dirs/demo-seg/features.png"
+
+# Classification: ConvMLP-S trained from scratch on generated single-shape images, held-out
+# top-1, a grid of predictions and saliency maps (the paper's Appendix A) in work_dirs/demo-cls.
+DEMO_CLS := configs/quickstart/convmlp-s_shapes-cls.py
+CLS_IMAGES := $(shell sed -n '1,8s/ .*//p' data/shapes_cls/meta/val.txt 2>/dev/null)
+
+demo-cls: env
+	$(PY) tools/make_shapes.py --classification
+	$(PY) tools/train.py $(DEMO_CLS) --work-dir work_dirs/demo-cls --resume
+	$(PY) tools/test.py $(DEMO_CLS) $$(cat work_dirs/demo-cls/last_checkpoint) --work-dir work_dirs/demo-cls
+	$(MAKE) --no-print-directory demo-cls-pictures
+
+demo-cls-pictures:
+	$(PY) tools/infer.py $(DEMO_CLS) $$(cat work_dirs/demo-cls/last_checkpoint) $(addprefix data/shapes_cls/val/,$(CLS_IMAGES)) \
+		--out-dir work_dirs/demo-cls/predictions --montage work_dirs/demo-cls/predictions.png
+	$(PY) tools/visualize_saliency.py $(DEMO_CLS) $$(cat work_dirs/demo-cls/last_checkpoint) \
+		$(addprefix data/shapes_cls/val/,$(wordlist 1,4,$(CLS_IMAGES))) --out work_dirs/demo-cls/saliency.png
+	@echo "pictures: work_dirs/demo-cls/predictions.png (and predictions/*.png), work_dirs/demo-cls/saliency.png"

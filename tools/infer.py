@@ -1,9 +1,9 @@
-"""Draw a detection or segmentation checkpoint's predictions on any images, as PNG files.
+"""Draw a detection, segmentation or classification checkpoint's predictions on any images, as PNG files.
 
     python tools/infer.py CONFIG CHECKPOINT IMAGE [IMAGE ...] [--out-dir DIR] [--score-thr 0.3]
 
-Uses mmdet's / mmseg's inference APIs and the config's visualizer; grayscale and RGBA files
-are read as colour images.
+Uses mmdet's / mmseg's / mmpretrain's inference APIs and the config's visualizer; grayscale and
+RGBA files are read as colour images.
 """
 import argparse
 import os
@@ -40,8 +40,18 @@ def montage(files, out_file: str, columns: int = 4, scale: int = 3) -> None:
     sheet.save(out_file)
 
 
+def classify(model, image):
+    """mmpretrain's inference on one BGR image: its DataSample (pred_label, pred_score)."""
+    from mmpretrain.apis import ImageClassificationInferencer
+    return ImageClassificationInferencer(model)(image, return_datasamples=True)[0]
+
+
 def load_model(cfg: Config, checkpoint: str, device: str):
     """(model, inference function, visualizer registry) for the config's library."""
+    if check_scope(cfg, 'config') == 'mmpretrain':
+        from mmpretrain.apis import init_model
+        from mmpretrain.registry import VISUALIZERS
+        return init_model(cfg, checkpoint, device=device), classify, VISUALIZERS
     if check_scope(cfg, 'config') == 'mmdet':
         from mmdet.apis import inference_detector, init_detector
         from mmdet.registry import VISUALIZERS
@@ -76,13 +86,19 @@ def main() -> None:
         image = mmcv.imread(path)  # BGR, as the pipelines read it
         result = infer(model, image)
         out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
-        extra = dict(pred_score_thr=args.score_thr) if check_scope(cfg, args.config) == 'mmdet' else {}
-        visualizer.add_datasample(osp.basename(path), mmcv.bgr2rgb(image), result, draw_gt=False, show=False,
-                                  out_file=out_file, **extra)
+        scope = check_scope(cfg, args.config)
+        if scope == 'mmpretrain':  # small images: drawn at 4x so that the label fits
+            visualizer.visualize_cls(mmcv.bgr2rgb(image), result, classes=model.dataset_meta.get('classes'),
+                                     draw_gt=False, rescale_factor=max(1., 256 / max(image.shape[:2])),
+                                     out_file=out_file)
+        else:
+            extra = dict(pred_score_thr=args.score_thr) if scope == 'mmdet' else {}
+            visualizer.add_datasample(osp.basename(path), mmcv.bgr2rgb(image), result, draw_gt=False, show=False,
+                                      out_file=out_file, **extra)
         written.append(out_file)
         print(out_file)
     if args.montage:
-        montage(written, args.montage)
+        montage(written, args.montage, scale=1 if check_scope(cfg, args.config) == 'mmpretrain' else 3)
         print(args.montage)
 
 

@@ -1,10 +1,11 @@
 """Checks of a config's datasets before a run starts, so that bad input stops with one message
 naming the file and the problem instead of a traceback from a dataloader worker.
 
-Checked for every train/val/test dataloader whose dataset is COCO-style (mmdet) or a
-segmentation folder (mmseg): the annotation file exists and is COCO (``images``,
-``annotations``, ``categories``), the split is not empty, the class list agrees with the
-model's heads, and every image file exists. Small splits (up to ``DECODE_LIMIT`` images) are
+Checked for every train/val/test dataloader whose dataset is COCO-style (mmdet), a
+segmentation folder (mmseg) or an image list (mmpretrain's ``CustomDataset``/``ImageNet``):
+the annotation file exists and is COCO (``images``, ``annotations``, ``categories``) or lists
+``path label`` lines with labels below the head's classes, the split is not empty, the class
+list agrees with the model's heads, and every image file exists. Small splits (up to ``DECODE_LIMIT`` images) are
 also decoded, which catches corrupt files and images smaller than 32x32; in larger ones mmcv
 names a corrupt file when it reaches it.
 """
@@ -127,6 +128,34 @@ def check_seg_folder(dataset: dict, split: str) -> None:
         raise DatasetError(f'{missing[0]}: label map not found ({len(missing)} of {len(labels)} in the {split} split)')
 
 
+def check_image_list(dataset: dict, split: str, num_classes: Optional[int]) -> None:
+    """An mmpretrain ``CustomDataset``/``ImageNet`` with a list file (``path label`` per line):
+    the file exists and is not empty, every label is an integer below the head's classes, and
+    every image exists (and, in small splits, decodes)."""
+    ann_file = dataset.get('ann_file') or (f"meta/{dataset['split']}.txt" if dataset.get('split') else '')
+    path = ann_file if osp.isabs(ann_file) else _under_root(dataset, ann_file)
+    if not ann_file or (not dataset.get('ann_file') and not osp.isfile(path)):
+        return  # a class-folder layout: mmpretrain names what it cannot read
+    if not osp.isfile(path):
+        raise DatasetError(f'{path}: image list of the {split} split not found')
+    prefix = dataset.get('data_prefix') or dataset.get('split') or ''
+    prefix = prefix.get('img_path', '') if isinstance(prefix, dict) else prefix
+    image_dir = _under_root(dataset, prefix)
+    images = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            label = fields[-1] if len(fields) > 1 else None
+            if label is not None and not (label.isdigit() and (num_classes is None or int(label) < num_classes)):
+                allowed = f'an integer in [0, {num_classes - 1}]' if num_classes else 'a non-negative integer'
+                raise DatasetError(f'{path}:{number}: label {label!r} is invalid: expected {allowed} '
+                                   '(the head\'s num_classes)')
+            images.append(osp.join(image_dir, ' '.join(fields[:-1]) if label is not None else fields[0]))
+    _check_images(images, split, path)
+
+
 def check_datasets(cfg: Config) -> None:
     """Checks every dataset of ``cfg`` (see the module docstring).
 
@@ -147,3 +176,5 @@ def check_datasets(cfg: Config) -> None:
             check_coco(dataset, split, tuple(classes) if classes else None)
         elif kind.split('.')[-1] in ('BaseSegDataset', 'ADE20KDataset') and dataset.get('data_prefix'):
             check_seg_folder(dataset, split)
+        elif kind.split('.')[-1] in ('CustomDataset', 'ImageNet'):
+            check_image_list(dataset, split, min((n for _, n in heads), default=None))

@@ -7,6 +7,9 @@ Layout under ``root``::
     coco/train/*.jpg, coco/val/*.jpg, coco/annotations/instances_{train,val}.json
     ade/images/{training,validation}/*.jpg, ade/annotations/{training,validation}/*.png
 
+:func:`generate_classification` writes one shape per image for classification, in mmpretrain's
+``CustomDataset`` layout: ``{train,val}/CLASS/*.png`` with ``meta/{train,val}.txt`` (path label).
+
 COCO annotations carry boxes and RLE masks of the visible part of every shape (later shapes
 occlude earlier ones). ADE-style label PNGs use 0 for "unlabelled" (ignored with
 ``reduce_zero_label=True``), 1 for the background and 2.. for the shape classes.
@@ -39,11 +42,13 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _draw_shape(rng: np.random.Generator, h: int, w: int) -> Tuple[int, np.ndarray]:
-    """A random shape's class index and filled mask (H, W) bool."""
+def _draw_shape(rng: np.random.Generator, h: int, w: int, size_range: Tuple[float, float] = (0.15, 0.5),
+                centre_range: Tuple[float, float] = (0.1, 0.9)) -> Tuple[int, np.ndarray]:
+    """A random shape's class index and filled mask (H, W) bool: its size a fraction of the
+    shorter side in ``size_range``, its centre a fraction of each side in ``centre_range``."""
     label = int(rng.integers(len(CLASSES)))
-    size = rng.uniform(0.15, 0.5) * min(h, w)
-    cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
+    size = rng.uniform(*size_range) * min(h, w)
+    cx, cy = rng.uniform(*centre_range) * w, rng.uniform(*centre_range) * h
     aspect = rng.uniform(0.6, 1.6)
     half_w, half_h = size * aspect / 2, size / aspect / 2
     canvas = Image.new('L', (w, h), 0)
@@ -123,6 +128,52 @@ def generate(root: str = 'data/shapes', num_train: int = 200, num_val: int = 50,
                 annotations.append(_coco_annotation(mask, label, index + 1, len(annotations) + 1))
         with open(osp.join(tmp, f'coco/annotations/instances_{split}.json'), 'w') as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    with open(osp.join(tmp, 'DONE'), 'w') as f:
+        f.write(stamp)
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return root
+
+
+def generate_classification(root: str = 'data/shapes_cls', num_train: int = 1500, num_val: int = 300,
+                            size: Tuple[int, int] = (64, 64), seed: int = 0, force: bool = False) -> str:
+    """Writes the classification dataset under ``root`` (unless a complete one is there) and
+    returns ``root``: each image one shape of :data:`CLASSES` (a random colour, 35-75 % of the
+    shorter side, fully inside) on a textured background, classes drawn uniformly.
+
+    Args:
+        root (str): Output directory.
+        num_train (int): Training images.
+        num_val (int): Validation images (the held-out split).
+        size (tuple): (height, width) of every image.
+        seed (int): The same seed gives the same bytes.
+        force (bool): Regenerate even when a complete dataset exists.
+    """
+    done = osp.join(root, 'DONE')
+    stamp = json.dumps(dict(num_train=num_train, num_val=num_val, size=list(size), seed=seed))
+    if not force and osp.isfile(done) and open(done).read() == stamp:
+        return root
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f'num_train={num_train}, num_val={num_val}: each split needs at least one image')
+    tmp = root.rstrip('/') + '.partial'
+    shutil.rmtree(tmp, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    os.makedirs(osp.join(tmp, 'meta'))
+    for split, count in (('train', num_train), ('val', num_val)):
+        for name in CLASSES:
+            os.makedirs(osp.join(tmp, split, name))
+        lines = []
+        for index in range(count):
+            img = _texture(rng, h, w)
+            label, mask = _draw_shape(rng, h, w, size_range=(0.35, 0.75), centre_range=(0.4, 0.6))
+            colour = rng.uniform(0, 255, size=3)
+            img[mask] = np.clip(colour + rng.normal(0, 12, size=(int(mask.sum()), 3)), 0, 255).astype(np.uint8)
+            path = f'{CLASSES[label]}/{split}_{index:05d}.png'
+            Image.fromarray(img).save(osp.join(tmp, split, path))
+            lines.append(f'{path} {label}\n')
+        with open(osp.join(tmp, 'meta', f'{split}.txt'), 'w') as f:
+            f.writelines(lines)
     with open(osp.join(tmp, 'DONE'), 'w') as f:
         f.write(stamp)
     shutil.rmtree(root, ignore_errors=True)

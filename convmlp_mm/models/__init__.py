@@ -3,9 +3,8 @@ import importlib.util
 
 from .base import MultiStageBackbone
 from .classifier import MLPClassifier
-from .convmlp import ConvMLP, mmpretrain_to_published, published_to_mmpretrain
+from .convmlp import ConvMLP, PureMLP, mmpretrain_to_published, published_to_mmpretrain
 from .fusion import fuse
-from .pure_mlp import PureMLP
 
 if importlib.util.find_spec('timm') is not None:
     from . import timm_models  # noqa: F401  (registers convmlp_s ... pure_mlp_l into timm)

@@ -8,9 +8,8 @@ import torch.nn as nn
 
 from ..registry import register_model
 from .base import HEAD_PREFIXES, MultiStageBackbone, backbone_state_dict, init_published
-from .convmlp import ConvMLP, mmpretrain_to_published
+from .convmlp import ConvMLP, PureMLP, mmpretrain_to_published
 from .layers import LayerNorm
-from .pure_mlp import PureMLP
 
 
 def pool_tokens(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:

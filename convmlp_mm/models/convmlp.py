@@ -1,11 +1,24 @@
-"""ConvMLP: Hierarchical Convolutional MLPs for Vision.
+"""ConvMLP: Hierarchical Convolutional MLPs for Vision, and its ablations (Pure-MLP included).
 
 Li, Hassani, Walton, Shi, 2021. https://arxiv.org/abs/2109.04454
 
-A convolutional tokenizer (stride 4), a convolutional stage (stride 8), then three stages of
-Conv-MLP blocks (channel MLP, 3x3 depthwise conv, channel MLP) on channels-last tensors, with
-stride-2 3x3 convolutions between stages. Module names match the published checkpoints
-(``convmlp_{s,m,l}_imagenet.pth``), so they load without renaming.
+A convolutional tokenizer (stride 4), a stem stage (stride 8), then three stages of MLP
+blocks on channels-last tensors with 2x downsampling between them. Three arch switches name
+the paper's Table 2 ablations:
+
+- ``stem_stage``: ``'conv'`` (the published conv stage: residual 1x1-3x3-1x1 blocks and a
+  stride-2 3x3 conv), ``'conv_v1'`` (the conv stage of Table 2's rows 2-6, reconstructed) or
+  ``'mlp'`` (channel-MLP blocks at the tokenizer width, then a ``downsample`` step);
+- ``downsample``: ``'conv'`` (stride-2 3x3 conv with bias) or ``'patch_merging'`` (Swin's),
+  for every stride-2 step after the stem stage (and the ``'mlp'`` stem stage's own);
+- ``dwconv``: ``True`` (the Conv-MLP block: a 3x3 depthwise conv between the two channel
+  MLPs) or ``False`` (two channel MLPs).
+
+The published ConvMLP is ``conv``/``conv``/``True``; the paper's Pure-MLP baseline is all three
+off (``mlp``/``patch_merging``/``False``), registered as :class:`PureMLP`. Module names match
+the published checkpoints (``convmlp_{s,m,l}_imagenet.pth``) and, for the ``'mlp'`` stem
+stage, the Pure-MLP layout of earlier releases (stem stage at ``stages.0``), so both load
+without renaming.
 """
 from typing import Dict, Sequence, Tuple, Union
 
@@ -14,8 +27,8 @@ import torch.nn as nn
 
 from ..registry import register_model
 from .base import MultiStageBackbone
-from .layers import (ConvTokenizer, LayerNorm, MLPBlock, MLPStage, conv_bn_relu, maybe_checkpoint, resolve_arch,
-                     run_conv_bn)
+from .layers import (ConvDownsample, ConvTokenizer, LayerNorm, MLPBlock, MLPStage, PatchMerging, conv_bn_relu,
+                     maybe_checkpoint, resolve_arch)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -36,7 +49,10 @@ class ConvBlock(nn.Sequential):
         self.with_cp = with_cp
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + run_conv_bn(self, x)
+        out = x
+        for layer in self:
+            out = layer(out)
+        return x + out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return maybe_checkpoint(self, x, self.with_cp)
@@ -66,26 +82,10 @@ class ConvMLPBlock(MLPBlock):
         return x + self.drop_path(self.channel_mlp2(self.norm2(x)))
 
 
-class ConvDownsample(nn.Module):
-    """Stride-2 3x3 convolution (with bias) on NHWC tensors.
-
-    Args:
-        in_channels (int): Input channels.
-        out_channels (int): Output channels.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.downsample = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x.permute(0, 3, 1, 2))  # NHWC -> NCHW (N, C, H, W)
-        return x.permute(0, 2, 3, 1)  # NCHW -> NHWC (N, H/2, W/2, C')
-
-
 # ----------------------------------------------------------------------------- stages
 class ConvStage(nn.Module):
-    """The convolutional stage: residual conv blocks at C, then a stride-2 3x3 conv C -> D0.
+    """The published convolutional stage (``stem_stage='conv'``): residual conv blocks at C,
+    then a stride-2 3x3 conv C -> D0. NCHW in and out.
 
     Args:
         num_blocks (int): Number of :class:`ConvBlock`.
@@ -103,21 +103,43 @@ class ConvStage(nn.Module):
         return self.downsample(self.conv_blocks(x))
 
 
+class ConvStageV1(nn.Sequential):
+    """The conv stage of Table 2's rows 2-6 (``stem_stage='conv_v1'``): 3x3 conv-BN-ReLU C -> C,
+    3x3 conv-BN-ReLU C -> D0 (bias-free convs), then a 3x3 max pool with stride 2. NCHW.
+
+    A reconstruction: this stage was never published. It is fixed by Table 2's numbers with the
+    S widths (C 64, D0 128): it adds 110,976 parameters (7.88 M -> 7.89 M over Pure-MLP's MLP
+    stage and patch merging) and the GMACs 1.47 -> 1.59 (rows 1 -> 2); the max pool, as in the
+    tokenizer, is the only parameter-free stride-2 step that matches both.
+
+    Args:
+        channels (int): The tokenizer width C.
+        out_channels (int): D0.
+    """
+
+    def __init__(self, channels: int, out_channels: int) -> None:
+        super().__init__(*conv_bn_relu(channels, channels, 3), *conv_bn_relu(channels, out_channels, 3),
+                         nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+
+
 # ------------------------------------------------------------------------------ model
 @register_model
 class ConvMLP(MultiStageBackbone):
     """ConvMLP backbone, returning F1-F4 (strides 4, 8, 16, 32) as contiguous NCHW tensors.
 
-    F1 is the tokenizer output (C channels), F2 the conv stage's (dims[0]), F3 the first
-    Conv-MLP stage's after its downsampling (dims[1]) and F4 the last stage's (dims[2]), where
-    the published detection and segmentation models tap them. Any input size works; each
-    stride-2 step gives ``ceil(H / 2)``.
+    F1 is the tokenizer output (C channels), F2 the stem stage's (dims[0]), F3 the first MLP
+    stage's after its downsampling (dims[1]) and F4 the last stage's (dims[2]), where the
+    published detection and segmentation models tap them. Any input size works; each stride-2
+    step gives ``ceil(H / 2)``.
 
     Args:
-        arch (str | dict): ``'s'``/``'m'``/``'l'`` (or ``'small'``/``'medium'``/``'large'``), or a
-            dict with the keys of :attr:`arch_zoo` entries. Defaults to ``'s'``.
-        drop_path_rate (float): Stochastic depth: in every Conv-MLP stage it rises linearly
-            from 0 to this value. The default 0.1 is the published schedule.
+        arch (str | dict): A name of :attr:`arch_zoo` (``'s'``/``'m'``/``'l'``, the Pure-MLP
+            sizes ``'pure-mlp-s'``..., Table 2's rows ``'table2-row1'``...``'table2-row7'``), or a
+            dict with the keys of its entries; ``stem_stage``, ``downsample`` and ``dwconv`` may
+            be left out (defaults: the published ``'conv'``, ``'conv'``, ``True``). See the module
+            docstring for the switches. Defaults to ``'s'``.
+        drop_path_rate (float): Stochastic depth: in every MLP stage it rises linearly from 0 to
+            this value. The default 0.1 is the published schedule.
         out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
             :class:`~convmlp_mm.models.base.MultiStageBackbone`.
 
@@ -126,22 +148,39 @@ class ConvMLP(MultiStageBackbone):
         >>> [tuple(f.shape) for f in model(torch.rand(1, 3, 224, 224))]
         [(1, 64, 56, 56), (1, 128, 28, 28), (1, 256, 14, 14), (1, 512, 7, 7)]
     """
+    #: The allowed values of the three switches.
+    switches = dict(stem_stage=('conv', 'conv_v1', 'mlp'), downsample=('conv', 'patch_merging'), dwconv=(True, False))
+    #: What a custom arch dict gets for the switches it leaves out.
+    switch_defaults = dict(stem_stage='conv', downsample='conv', dwconv=True)
 
     def __init__(self, arch: Union[str, dict] = 's', out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.1, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, init_cfg: Union[dict, None] = None) -> None:
         super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
         self.arch = arch if isinstance(arch, str) else 'custom'
-        cfg = resolve_arch(arch, self.arch_zoo, 'ConvMLP')
-        c, dims, depths = cfg['channels'], cfg['dims'], cfg['depths']
+        cfg = resolve_arch(arch, self.arch_zoo, type(self).__name__, self.switches, self.switch_defaults)
+        self.arch_cfg = cfg
+        c, dims, ratio = cfg['channels'], cfg['dims'], cfg['mlp_ratio']
+        downsample = ConvDownsample if cfg['downsample'] == 'conv' else PatchMerging
+        block = ConvMLPBlock if cfg['dwconv'] else MLPBlock
         self.tokenizer = ConvTokenizer(c)
-        self.conv_stages = ConvStage(cfg['conv_blocks'], c, dims[0], with_cp)
-        self.stages = nn.ModuleList([
-            MLPStage(ConvMLPBlock, depths[i], dims[i], cfg['mlp_ratio'], drop_path_rate,
-                     ConvDownsample(dims[i], dims[i + 1]) if i + 1 < len(dims) else None, with_cp)
-            for i in range(len(depths))
-        ])
-        self.feature_stages = [[self.tokenizer], [self.conv_stages], [self.stages[0]], [self.stages[1], self.stages[2]]]
+        # The stem stage: F1 (C) -> F2 (D0). The conv ones are NCHW modules of their own; the
+        # MLP one is the first of ``stages`` (NHWC), where earlier Pure-MLP releases had it.
+        stages = []
+        if cfg['stem_stage'] == 'conv':
+            self.conv_stages = ConvStage(cfg['conv_blocks'], c, dims[0], with_cp)
+        elif cfg['stem_stage'] == 'conv_v1':
+            self.conv_stages = ConvStageV1(c, dims[0])
+        else:
+            self.conv_stages = None
+            stages.append(MLPStage(MLPBlock, cfg['conv_blocks'], c, ratio, drop_path_rate,
+                                   downsample(c, dims[0]), with_cp))
+        stages += [MLPStage(block, depth, dims[i], ratio, drop_path_rate,
+                            downsample(dims[i], dims[i + 1]) if i + 1 < len(dims) else None, with_cp)
+                   for i, depth in enumerate(cfg['depths'])]
+        self.stages = nn.ModuleList(stages)
+        stem = self.conv_stages if self.conv_stages is not None else self.stages[0]
+        self.feature_stages = [[self.tokenizer], [stem], [self.stages[-3]], [self.stages[-2], self.stages[-1]]]
         self.channels = (c, dims[0], dims[1], dims[2])
         self._finish_init()
 
@@ -150,23 +189,79 @@ class ConvMLP(MultiStageBackbone):
         # Channels-last memory: the convolutions run without layout reorders (about 1.2-1.4x
         # faster on CPU than NCHW) and the conv stage's output is already NHWC in memory.
         x = x.contiguous(memory_format=torch.channels_last)
-        f1 = self.tokenizer(x)  # (N, C, H/4, W/4), channels-last memory
-        f2 = self.conv_stages(f1)  # (N, D0, H/8, W/8), channels-last memory
-        x = self.stages[0](f2.permute(0, 2, 3, 1))  # NCHW -> NHWC, a view; out (N, H/16, W/16, D1)
-        f3 = x.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW (N, D1, H/16, W/16)
-        x = self.stages[2](self.stages[1](x))  # (N, H/32, W/32, D2)
-        f4 = x.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW (N, D2, H/32, W/32)
-        outs = (f1.contiguous(), f2.contiguous(), f3, f4)
-        return tuple(outs[i] for i in self.out_indices)
+        x = self.tokenizer(x)  # (N, C, H/4, W/4), channels-last memory
+        feats = [x]
+        if self.conv_stages is not None:
+            x = self.conv_stages(x)  # (N, D0, H/8, W/8), channels-last memory
+            feats.append(x)
+        x = x.permute(0, 2, 3, 1)  # NCHW -> NHWC, a view (N, H', W', C')
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            x = stage(x)  # (N, H'/2, W'/2, C''), the last stage without downsampling
+            if i != last - 1:  # the last-but-one stage's output is the last one's input, at F4's stride
+                feats.append(x.permute(0, 3, 1, 2))  # NHWC -> NCHW view (N, C'', H'', W'')
+        return tuple(feats[i].contiguous() for i in self.out_indices)
 
     # ------------------------------------------------------------------------ arch table
+    # Sizes S/M/L (Table 1) with the switches of the published models; Pure-MLP and Table 2's
+    # rows (all with the S sizes; rows 5 and 6 differ only in epochs) are entries of the same table.
     arch_zoo: Dict[str, dict] = {
-        **dict.fromkeys(['s', 'small'], dict(channels=64, conv_blocks=2, depths=(2, 4, 2),
-                                             dims=(128, 256, 512), mlp_ratio=2)),
-        **dict.fromkeys(['m', 'medium'], dict(channels=64, conv_blocks=3, depths=(3, 6, 3),
-                                              dims=(128, 256, 512), mlp_ratio=3)),
-        **dict.fromkeys(['l', 'large'], dict(channels=96, conv_blocks=3, depths=(4, 8, 3),
-                                             dims=(192, 384, 768), mlp_ratio=3)),
+        **dict.fromkeys(['s', 'small', 'table2-row7'], dict(
+            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
+            stem_stage='conv', downsample='conv', dwconv=True)),
+        **dict.fromkeys(['m', 'medium'], dict(
+            channels=64, conv_blocks=3, depths=(3, 6, 3), dims=(128, 256, 512), mlp_ratio=3,
+            stem_stage='conv', downsample='conv', dwconv=True)),
+        **dict.fromkeys(['l', 'large'], dict(
+            channels=96, conv_blocks=3, depths=(4, 8, 3), dims=(192, 384, 768), mlp_ratio=3,
+            stem_stage='conv', downsample='conv', dwconv=True)),
+        **dict.fromkeys(['pure-mlp-s', 'table2-row1'], dict(
+            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
+            stem_stage='mlp', downsample='patch_merging', dwconv=False)),
+        'pure-mlp-m': dict(
+            channels=64, conv_blocks=3, depths=(3, 6, 3), dims=(128, 256, 512), mlp_ratio=3,
+            stem_stage='mlp', downsample='patch_merging', dwconv=False),
+        'pure-mlp-l': dict(
+            channels=96, conv_blocks=3, depths=(4, 8, 3), dims=(192, 384, 768), mlp_ratio=3,
+            stem_stage='mlp', downsample='patch_merging', dwconv=False),
+        'table2-row2': dict(
+            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
+            stem_stage='conv_v1', downsample='patch_merging', dwconv=False),
+        'table2-row3': dict(
+            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
+            stem_stage='conv_v1', downsample='conv', dwconv=False),
+        'table2-row4': dict(
+            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
+            stem_stage='conv_v1', downsample='patch_merging', dwconv=True),
+        **dict.fromkeys(['table2-row5', 'table2-row6'], dict(
+            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
+            stem_stage='conv_v1', downsample='conv', dwconv=True)),
+    }
+
+
+@register_model
+class PureMLP(ConvMLP):
+    """The paper's Pure-MLP baseline (Table 2, first row): ConvMLP with the three switches off,
+    ``stem_stage='mlp'``, ``downsample='patch_merging'``, ``dwconv=False`` ("one patch converter
+    and a sequence of channel MLPs"). Its own name in configs; the same implementation.
+
+    No Pure-MLP code or weights were published; this follows the paper's description and
+    reproduces its parameter counts (7.88 M with the 1000-class head) and GMACs (1.47 G).
+
+    Args:
+        arch (str | dict): ``'s'``/``'m'``/``'l'`` (or ``'small'``/``'medium'``/``'large'``), or a
+            dict of ConvMLP's arch keys (the switches may be left out; others than Pure-MLP's
+            are refused: use :class:`ConvMLP` for them).
+        drop_path_rate (float): Stochastic depth, rising linearly from 0 to this in every stage.
+        out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
+            :class:`~convmlp_mm.models.base.MultiStageBackbone`.
+    """
+    switch_defaults = dict(stem_stage='mlp', downsample='patch_merging', dwconv=False)
+    switches = {key: (value, ) for key, value in switch_defaults.items()}
+    arch_zoo: Dict[str, dict] = {
+        **dict.fromkeys(['s', 'small'], ConvMLP.arch_zoo['pure-mlp-s']),
+        **dict.fromkeys(['m', 'medium'], ConvMLP.arch_zoo['pure-mlp-m']),
+        **dict.fromkeys(['l', 'large'], ConvMLP.arch_zoo['pure-mlp-l']),
     }
 
 

@@ -109,29 +109,6 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: 
     ]
 
 
-def run_conv_bn(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Runs a ``Sequential`` of conv/BN/ReLU (and other) layers. Where a BatchNorm in eval mode
-    follows a convolution, it is applied through the convolution's weights (``w * g / s`` and
-    ``b - mu * g / s``): the same numbers, one pass over the activations less. Differentiable,
-    so frozen or ``norm_eval`` BatchNorms train their convolutions as before."""
-    modules = list(layers)
-    i = 0
-    while i < len(modules):
-        conv, bn = modules[i], modules[i + 1] if i + 1 < len(modules) else None
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training:
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-            bias = bn.bias - bn.running_mean * scale
-            if conv.bias is not None:
-                bias = bias + conv.bias * scale
-            x = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding,
-                         conv.dilation, conv.groups)
-            i += 2
-        else:
-            x = conv(x)
-            i += 1
-    return x
-
-
 class ConvTokenizer(nn.Module):
     """The convolutional tokenizer ("patch converter"): stride 4, NCHW in and out.
 
@@ -153,7 +130,7 @@ class ConvTokenizer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_conv_bn(self.block, x)
+        return self.block(x)
 
 
 class PatchMerging(nn.Module):
@@ -177,6 +154,24 @@ class PatchMerging(nn.Module):
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))  # (N, ceil(H/2), ceil(W/2), out_channels)
+
+
+class ConvDownsample(nn.Module):
+    """ConvMLP's 2x downsampling on NHWC tensors: a stride-2 3x3 convolution with bias, giving
+    ``ceil(H / 2) x ceil(W / 2)``.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.downsample = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x.permute(0, 3, 1, 2))  # NHWC -> NCHW (N, C, H, W)
+        return x.permute(0, 2, 3, 1)  # NCHW -> NHWC (N, ceil(H/2), ceil(W/2), out_channels)
 
 
 def drop_path_rates(num_blocks: int, max_rate: float) -> List[float]:
@@ -211,13 +206,22 @@ def check_out_indices(out_indices: Union[int, Sequence[int]], num_outs: int) -> 
     return tuple(sorted(normalised))
 
 
-def resolve_arch(arch: Union[str, Dict], zoo: Dict[str, Dict], family: str) -> Dict:
+def resolve_arch(arch: Union[str, Dict], zoo: Dict[str, Dict], family: str,
+                 choices: Optional[Dict[str, Tuple]] = None, defaults: Optional[Dict] = None) -> Dict:
     """Looks up ``arch`` in an arch table (case-insensitive), or validates a custom dict
     against the keys and types of the table's entries.
+
+    Args:
+        arch (str | dict): A name of ``zoo`` or a dict.
+        zoo (dict): The arch table.
+        family (str): The model's name, for messages.
+        choices (dict, optional): Keys whose values are one of a tuple of allowed values.
+        defaults (dict, optional): Values of keys a dict may leave out.
 
     Raises:
         ValueError: unknown name, or a dict with missing/unknown keys or bad values.
     """
+    choices, defaults = choices or {}, defaults or {}
     if isinstance(arch, str):
         if arch.lower() not in zoo:
             raise ValueError(f'arch={arch!r} is not a {family} arch: choose one of {sorted(zoo)} or pass a dict')
@@ -225,13 +229,18 @@ def resolve_arch(arch: Union[str, Dict], zoo: Dict[str, Dict], family: str) -> D
     if not isinstance(arch, dict):
         raise ValueError(f'arch={arch!r} must be a name ({sorted(zoo)}) or a dict, not {type(arch).__name__}')
     template = next(iter(zoo.values()))
+    arch = {**defaults, **arch}
     missing, unknown = set(template) - set(arch), set(arch) - set(template)
     if missing or unknown:
         raise ValueError(f'arch dict {arch!r}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}; '
-                         f'a {family} arch needs exactly {sorted(template)}')
+                         f'a {family} arch needs {sorted(set(template) - set(defaults))} and may set '
+                         f'{sorted(defaults)}')
     for key, ref in template.items():
         value = arch[key]
-        if isinstance(ref, (tuple, list)):
+        if key in choices:
+            ok = any(value == c and type(value) is type(c) for c in choices[key])
+            expected = f'one of {list(choices[key])}'
+        elif isinstance(ref, (tuple, list)):
             ok = (isinstance(value, (tuple, list)) and len(value) == len(ref)
                   and all(isinstance(v, int) and v > 0 for v in value))
             expected = f'{len(ref)} positive integers'

@@ -18,7 +18,7 @@ PUBLISHED_URL = 'https://shi-labs.com/projects/convmlp/checkpoints/convmlp_{}_im
 
 
 def _cfg(url: str = '') -> dict:
-    return dict(url=url, num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+    return dict(url=url, num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.9,
                 interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
                 first_conv='backbone.tokenizer.block.0', classifier='head')
 

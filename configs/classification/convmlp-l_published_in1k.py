@@ -1,0 +1,9 @@
+# Evaluates the published ConvMLP-L ImageNet-1k checkpoint (Table 3: 80.2 % top-1) with the
+# recipe's evaluation (resize 248 bicubic, center crop 224). Convert it to our classifier first:
+#   python tools/convert_checkpoint.py \
+#       https://shi-labs.com/projects/convmlp/checkpoints/convmlp_l_imagenet.pth checkpoints/convmlp_l_in1k.pth
+#   python tools/test.py configs/classification/convmlp-l_published_in1k.py checkpoints/convmlp_l_in1k.pth
+_base_ = './convmlp-l_8xb128-300e_in1k.py'
+paper_top1 = 80.2
+load_from = 'checkpoints/convmlp_l_in1k.pth'
+custom_hooks = []  # nothing to train: no EMA copy of the published weights

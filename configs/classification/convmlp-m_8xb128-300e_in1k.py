@@ -1,0 +1,2 @@
+_base_ = './classifier_adamw-300e_in1k.py'
+model = dict(backbone=dict(arch='m'), head=dict(in_channels=512))
