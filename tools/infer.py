@@ -79,7 +79,9 @@ def main() -> None:
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')
     visualizer = visualizers.build(dict(cfg.visualizer, name='infer', vis_backends=None))
-    visualizer.dataset_meta = model.dataset_meta
+    # mmdet and mmseg models carry dataset_meta; mmpretrain's init_model sets _dataset_meta
+    meta = model.dataset_meta if hasattr(model, 'dataset_meta') else model._dataset_meta
+    visualizer.dataset_meta = meta
     os.makedirs(args.out_dir, exist_ok=True)
     written = []
     for path in args.images:
@@ -88,7 +90,7 @@ def main() -> None:
         out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
         scope = check_scope(cfg, args.config)
         if scope == 'mmpretrain':  # small images: drawn at 4x so that the label fits
-            visualizer.visualize_cls(mmcv.bgr2rgb(image), result, classes=model.dataset_meta.get('classes'),
+            visualizer.visualize_cls(mmcv.bgr2rgb(image), result, classes=meta.get('classes'),
                                      draw_gt=False, rescale_factor=max(1., 256 / max(image.shape[:2])),
                                      out_file=out_file)
         else:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
+from mmengine.registry import DefaultScope
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.checkpoint import CheckpointError
@@ -46,7 +47,7 @@ def saliency(model: torch.nn.Module, pipeline: Compose, path: str) -> Tuple[np.n
     grad = x.grad[0].abs().amax(dim=0)  # max over channels: (H, W)
     grad = (grad / grad.max().clamp(min=1e-12)).numpy()
     image = packed['inputs'].permute(1, 2, 0).numpy()  # CHW -> HWC, the pipeline's BGR
-    return np.ascontiguousarray(image[..., ::-1]), grad, label, float(probs[label])
+    return np.ascontiguousarray(image[..., ::-1]), grad, label, float(probs[label].detach())
 
 
 def draw(rows: List[Tuple[str, np.ndarray, np.ndarray, str]], out: str) -> None:
@@ -86,8 +87,9 @@ def main() -> None:
         model = init_model(cfg, args.checkpoint, device='cpu').eval()
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')
-    pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
-    classes = model.dataset_meta.get('classes') if model.dataset_meta else None
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # the pipeline's transforms are mmpretrain's
+        pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
+    classes = model._dataset_meta.get('classes')  # set by mmpretrain's init_model from the checkpoint
     rows = []
     for path in args.images:
         image, grad, label, prob = saliency(model, pipeline, path)

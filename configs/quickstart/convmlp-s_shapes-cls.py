@@ -8,7 +8,7 @@ _base_ = '../classification/convmlp-s_8xb128-300e_in1k.py'
 
 data_root = 'data/shapes_cls'
 classes = ('rectangle', 'ellipse', 'triangle')
-model = dict(head=dict(num_classes=3), train_cfg=None)
+model = dict(backbone=dict(drop_path_rate=0.), head=dict(num_classes=3), train_cfg=None)
 data_preprocessor = dict(num_classes=3)
 custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
 
@@ -34,7 +34,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
 
-max_epochs = 12
+max_epochs = 30
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-3), clip_grad=dict(max_norm=5.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),

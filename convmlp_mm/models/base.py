@@ -1,9 +1,9 @@
-"""What ConvMLP and Pure-MLP share as backbones: arguments, freezing, init and pretrained loading.
+"""What every backbone of the family shares: arguments, freezing, init and pretrained loading.
 
-Both families are four feature stages deep. Feature stage ``i`` produces F(i+1):
+Four feature stages deep. Feature stage ``i`` produces F(i+1):
 
 =====  ==================  ======  =====================================================
-stage  output              stride  modules (ConvMLP / Pure-MLP)
+stage  output              stride  modules (conv stem stages / ``'mlp'`` stem stage, Pure-MLP)
 =====  ==================  ======  =====================================================
 0      F1, C channels      4       tokenizer / tokenizer
 1      F2, dims[0]         8       conv_stages / stages.0
@@ -29,7 +29,8 @@ HEAD_PREFIXES = ('norm.', 'head.')
 
 
 class MultiStageBackbone(BaseModule):
-    """Base class of the two families. Subclasses build their modules, fill
+    """Base class of the backbones (:class:`~convmlp_mm.models.convmlp.ConvMLP` and its
+    :class:`~convmlp_mm.models.convmlp.PureMLP` entry). Subclasses build their modules, fill
     :attr:`feature_stages` (one list of modules per feature stage, in order) and
     :attr:`channels`, then call :meth:`_finish_init`.
 
