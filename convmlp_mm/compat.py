@@ -87,7 +87,10 @@ _HAS_DEVICE_AUTOCAST_QUERY = _device_autocast_query()
 
 
 def is_autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for ``device_type`` (``'cpu'``, ``'cuda'``, ...), on every torch."""
+    """Whether autocast is on for ``device_type`` (``'cpu'``, ``'cuda'``, ...), on every torch;
+    False for device types autocast does not know (``'meta'``, where timm builds models)."""
+    if device_type == 'meta':
+        return False
     if _HAS_DEVICE_AUTOCAST_QUERY:
         return torch.is_autocast_enabled(device_type)
     if device_type == 'cpu':

@@ -75,5 +75,19 @@ if ! "$VPY" -c "import mmcv.ops" 2>/dev/null; then
 fi
 "${PIP[@]}" --no-build-isolation -e ".[all]"
 "$VPY" -c "import convmlp_mm, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, timm"
+
+# timm's own model tests (tests/test_timm.py runs them on our models) ship in its sdist only.
+timm_version=$("$VPY" -c "import timm; print(timm.__version__)")
+timm_tests="$VENV/share/timm-$timm_version"
+if [[ ! -f "$timm_tests/tests/test_models.py" ]]; then
+    fetch=$(mktemp -d)
+    "$VPY" -m pip download --disable-pip-version-check --no-deps --no-binary :all: "timm==$timm_version" \
+        -d "$fetch" >/dev/null
+    tar -xzf "$fetch"/timm-"$timm_version".tar.gz -C "$fetch"
+    mkdir -p "$timm_tests.partial"
+    mv "$fetch/timm-$timm_version/tests" "$timm_tests.partial/tests"
+    rm -rf "$fetch" "$timm_tests"
+    mv "$timm_tests.partial" "$timm_tests"  # complete or absent
+fi
 echo "$want" > "$STAMP"
 echo "[setup_env] environment ready: $VENV"

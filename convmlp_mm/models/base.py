@@ -22,7 +22,7 @@ from mmengine.model.weight_init import constant_init, kaiming_init, trunc_normal
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import CheckpointError, load_checkpoint
-from .layers import check_out_indices
+from .layers import MIN_SIZE, check_out_indices
 
 #: Keys of a classification checkpoint that belong to its head, not to the backbone.
 HEAD_PREFIXES = ('norm.', 'head.')
@@ -48,13 +48,20 @@ class MultiStageBackbone(BaseModule):
             an optional ``sha256`` is checked before the file is unpickled;
             None applies the published random initialisation; any other mmengine init config is
             passed to mmengine.
+        in_channels (int): Channels of the input images. Defaults to 3 (the published models).
     """
     strides = (4, 8, 16, 32)
     num_stages = 4
+    #: mmengine's BaseModule property, which TorchScript need not compile
+    __jit_unused_properties__ = ['is_init']
 
     def __init__(self, out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3), frozen_stages: int = -1,
-                 norm_eval: bool = False, with_cp: bool = False, init_cfg: Optional[dict] = None) -> None:
+                 norm_eval: bool = False, with_cp: bool = False, init_cfg: Optional[dict] = None,
+                 in_channels: int = 3) -> None:
         super().__init__(init_cfg=init_cfg)
+        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+            raise ValueError(f'in_channels={in_channels!r} is invalid: expected a positive integer (3 for RGB)')
+        self.in_channels = in_channels
         self.out_indices = check_out_indices(out_indices, self.num_stages)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < self.num_stages:
             raise ValueError(f'frozen_stages={frozen_stages!r} is invalid: expected an integer in '
@@ -93,19 +100,7 @@ class MultiStageBackbone(BaseModule):
         return self
 
     #: The smallest input height and width: the stride of F4.
-    min_size = 32
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raises ValueError unless ``x`` is a floating-point N x 3 x H x W tensor, H, W >= 32."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f'input of shape {shape} is invalid: expected an N x 3 x H x W tensor')
-        if min(x.shape[-2:]) < self.min_size:
-            raise ValueError(f'input of shape {tuple(x.shape)} is too small: height and width must be at least '
-                             f'{self.min_size} (the stride of F4)')
-        if not x.is_floating_point():
-            raise ValueError(f'input of dtype {x.dtype} is invalid: expected a floating-point tensor '
-                             '(normalised images, as the data preprocessor gives)')
+    min_size = MIN_SIZE
 
     # ------------------------------------------------------------------------ init
     def init_weights(self) -> None:

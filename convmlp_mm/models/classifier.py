@@ -9,6 +9,7 @@ import torch.nn as nn
 from ..registry import register_model
 from .base import HEAD_PREFIXES, MultiStageBackbone, backbone_state_dict, init_published
 from .convmlp import ConvMLP, PureMLP, mmpretrain_to_published
+from ..compat import is_autocast_enabled
 from .layers import LayerNorm
 
 
@@ -50,77 +51,167 @@ if ClsHead is not None:
             return pool_tokens(self.norm, feats[-1])
 
         def forward(self, feats: Tuple[torch.Tensor, ...]) -> torch.Tensor:
-            return self.fc(self.pre_logits(feats)).float()  # under autocast, softmax and loss in float32
+            return self.fc(self.pre_logits(feats)).float()  # softmax and loss always in float32 (mmpretrain)
 
 
 # --------------------------------------------------------------------------------- timm
+#: timm's ``global_pool`` choices we offer; ``'avg'`` is the published pooling.
+GLOBAL_POOLS = ('avg', 'max', 'avgmax', '')
+
+
 class MLPClassifier(nn.Module):
     """A backbone with the published head, as a timm model (``timm.create_model('convmlp_s')``).
-    State dict keys: ``backbone.*``, ``norm.*``, ``head.*``.
+    State dict keys: ``backbone.*``, ``norm.*``, ``head.*``. Follows timm's model API:
+    ``forward_features`` (F4, unpooled NCHW), ``forward_head``, ``reset_classifier``,
+    ``forward_intermediates``, ``prune_intermediate_layers``, ``group_matcher``,
+    ``set_grad_checkpointing``; scriptable by TorchScript and traceable by torch.fx.
 
     Args:
         backbone (str): ``'ConvMLP'`` or ``'PureMLP'``.
         arch (str | dict): The backbone's arch.
-        num_classes (int): Classes of the head; 0 for no head (features only).
-        in_chans (int): Must be 3.
+        num_classes (int): Classes of the head; 0 for no head (pooled features).
+        in_chans (int): Input channels; pretrained weights adapt their first conv (timm's way).
         drop_path_rate (float): The backbone's stochastic depth.
-        global_pool (str): Must be ``'avg'`` (the published pooling).
+        global_pool (str): ``'avg'`` (the published pooling: LayerNorm per token, then the
+            mean), ``'max'``, ``'avgmax'`` (their average) or ``''`` (no pooling: the normed
+            map, NCHW).
+        device, dtype: Where and in which dtype the parameters are created (timm's factory
+            arguments).
     """
     backbones = dict(ConvMLP=ConvMLP, PureMLP=PureMLP)
 
     def __init__(self, backbone: str, arch: Union[str, dict], num_classes: int = 1000, in_chans: int = 3,
-                 drop_path_rate: float = 0.1, global_pool: str = 'avg') -> None:
+                 drop_path_rate: float = 0.1, global_pool: str = 'avg', device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
-        if in_chans != 3 or global_pool != 'avg':
-            raise ValueError(f'in_chans={in_chans!r}, global_pool={global_pool!r}: only 3 and "avg" are supported')
-        self.backbone: MultiStageBackbone = self.backbones[backbone](arch, drop_path_rate=drop_path_rate)
+        check_global_pool(global_pool)
+        self.backbone: MultiStageBackbone = self.backbones[backbone](arch, drop_path_rate=drop_path_rate,
+                                                                     in_channels=in_chans)
+        self.in_chans = in_chans
         self.num_classes = num_classes
-        self.num_features = self.backbone.channels[-1]
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.backbone.channels[-1]
         self.norm = LayerNorm(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self.feature_info = [dict(num_chs=c, reduction=s, module=f'backbone.stage{i}')
                              for i, (c, s) in enumerate(zip(self.backbone.channels, self.backbone.strides))]
         self.apply(init_published)
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
 
+    # ------------------------------------------------------------------------ timm API
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new head for ``num_classes`` (0: none), on the model's device and dtype; the
+        pooling stays unless ``global_pool`` is given."""
+        if global_pool is not None:
+            check_global_pool(global_pool)
+            self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        weight = next(self.backbone.parameters())
+        self.head = (nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
+                     if num_classes else nn.Identity())
+        self.head.train(self.training)
 
+    def group_matcher(self, coarse: bool = False) -> Dict[str, object]:
+        """Parameter groups for timm's layer-wise optimizers: the tokenizer, then the stages
+        (coarse) or their blocks (fine), then the head."""
+        if coarse:
+            blocks = [(r'^backbone\.conv_stages', (0, )), (r'^backbone\.stages\.(\d+)', (1, ))]
+        else:
+            blocks = [(r'^backbone\.conv_stages', (0, )), (r'^backbone\.stages\.(\d+)\.blocks\.(\d+)', None),
+                      (r'^backbone\.stages\.(\d+)\.downsample_mlp', (99999, ))]
+        return dict(stem=r'^backbone\.tokenizer', blocks=blocks + [(r'^norm', (99999, ))])
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Gradient checkpointing per block (the backbone's ``with_cp``)."""
+        for module in self.backbone.modules():
+            if hasattr(module, 'with_cp'):
+                module.with_cp = enable
+
+    # ------------------------------------------------------------------------ forward
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)[-1]
+        return self.backbone.forward_maps(x)[-1]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = pool_tokens(self.norm, x)
-        return x if pre_logits else self.head(x).float()  # under autocast, softmax in float32
+        x = self.norm(x.permute(0, 2, 3, 1))  # NCHW -> NHWC (N, H, W, C): the published LayerNorm per token
+        if self.global_pool == 'avg':
+            x = x.mean(dim=(1, 2))
+        elif self.global_pool == 'max':
+            x = x.amax(dim=(1, 2))
+        elif self.global_pool == 'avgmax':
+            x = 0.5 * (x.mean(dim=(1, 2)) + x.amax(dim=(1, 2)))
+        if pre_logits:
+            return x if self.global_pool else x.permute(0, 3, 1, 2)  # NHWC -> NCHW when unpooled
+        x = self.head(x)
+        if not self.global_pool:
+            x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW (N, classes or C, H, W)
+        return float32_under_autocast(x)  # softmax and losses in float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Union[int, Sequence[int], None] = None,
+    def forward_intermediates(self, x: torch.Tensor, indices: Union[int, List[int], None] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
                               intermediates_only: bool = False
                               ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """timm's feature API: F1-F4 (all when ``indices`` is None; an int n means the last n)."""
+        """timm's feature API: F1-F4 (all when ``indices`` is None; an int n means the last n),
+        NCHW, and the final features (``forward_features``). ``norm`` applies the head's
+        LayerNorm to F4 among the intermediates; ``stop_early`` changes nothing (all four maps
+        come from one pass)."""
         if output_fmt != 'NCHW':
             raise ValueError(f'output_fmt={output_fmt!r} is not supported: only "NCHW"')
-        feats = self.backbone(x)
-        if indices is None:
-            indices = range(len(feats))
-        elif isinstance(indices, int):
-            indices = range(len(feats) - indices, len(feats))
-        intermediates = [feats[i] for i in indices]
+        feats = self.backbone.forward_maps(x)
+        take = feature_indices(indices, len(feats))
+        intermediates = [feats[i].contiguous() for i in take]
+        if norm and take and take[-1] == len(feats) - 1:
+            last = self.norm(intermediates[-1].permute(0, 2, 3, 1))  # NCHW -> NHWC (N, H, W, C)
+            intermediates[-1] = last.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW (N, C, H, W)
         return intermediates if intermediates_only else (feats[-1], intermediates)
 
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        """Drops the head for feature extraction; returns the kept indices."""
+        """Drops the head (and with ``prune_norm`` the final norm) for feature extraction;
+        returns the kept indices. The stages stay: all four maps come from one pass."""
+        if prune_norm:
+            self.norm = nn.Identity()
         if prune_head:
-            self.reset_classifier(0)
-        n = len(self.backbone.channels)
-        return list(range(n - indices, n)) if isinstance(indices, int) else list(indices)
+            self.reset_classifier(0, '')
+        return feature_indices(indices, len(self.backbone.channels))
+
+
+def check_global_pool(global_pool: str) -> None:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f'global_pool={global_pool!r} is not supported: choose one of {list(GLOBAL_POOLS)} '
+                         "('avg' is the published pooling)")
+
+
+def feature_indices(indices: Union[int, List[int], None], num: int) -> List[int]:
+    """timm's ``indices``: None for all, an int n for the last n, or explicit (negative from the end)."""
+    if indices is None:
+        return list(range(num))
+    if isinstance(indices, int):
+        if not 0 < indices <= num:
+            raise ValueError(f'indices={indices} is invalid: expected 1 to {num} (the last n feature maps)')
+        return list(range(num - indices, num))
+    bad = [i for i in indices if not -num <= i < num]
+    if bad:
+        raise ValueError(f'indices={list(indices)} has {bad} out of range: allowed are [{-num}, {num - 1}]')
+    return [i % num for i in indices]
+
+
+def float32_under_autocast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when autocast is on for its device (logits for softmax and losses), else
+    unchanged, so that a model converted to bf16 or fp16 stays in that dtype."""
+    if not torch.jit.is_scripting():
+        if is_autocast_enabled(x.device.type):
+            return x.float()
+    return x
+
+
+torch.fx.wrap('float32_under_autocast')
 
 
 def timm_checkpoint_filter(state_dict: Dict[str, torch.Tensor], model: MLPClassifier) -> Dict[str, torch.Tensor]:

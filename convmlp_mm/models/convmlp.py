@@ -20,15 +20,17 @@ the published checkpoints (``convmlp_{s,m,l}_imagenet.pth``) and, for the ``'mlp
 stage, the Pure-MLP layout of earlier releases (stem stage at ``stages.0``), so both load
 without renaming.
 """
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from ..registry import register_model
 from .base import MultiStageBackbone
-from .layers import (ConvDownsample, ConvTokenizer, LayerNorm, MLPBlock, MLPStage, PatchMerging, conv_bn_relu,
-                     maybe_checkpoint, resolve_arch)
+from .layers import (ConvDownsample, ConvTokenizer, LayerNorm, MLPBlock, MLPStage, PatchMerging, check_images,
+                     conv_bn_relu, maybe_checkpoint, resolve_arch)
+
+torch.fx.wrap('check_images')  # a leaf of torch.fx graphs: its branches depend on the input
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -55,6 +57,8 @@ class ConvBlock(nn.Sequential):
         return x + out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._forward(x)
         return maybe_checkpoint(self, x, self.with_cp)
 
 
@@ -140,7 +144,7 @@ class ConvMLP(MultiStageBackbone):
             docstring for the switches. Defaults to ``'s'``.
         drop_path_rate (float): Stochastic depth: in every MLP stage it rises linearly from 0 to
             this value. The default 0.1 is the published schedule.
-        out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
+        out_indices, frozen_stages, norm_eval, with_cp, init_cfg, in_channels: see
             :class:`~convmlp_mm.models.base.MultiStageBackbone`.
 
     Example:
@@ -155,15 +159,15 @@ class ConvMLP(MultiStageBackbone):
 
     def __init__(self, arch: Union[str, dict] = 's', out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.1, frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, init_cfg: Union[dict, None] = None) -> None:
-        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg)
+                 with_cp: bool = False, init_cfg: Union[dict, None] = None, in_channels: int = 3) -> None:
+        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg, in_channels)
         self.arch = arch if isinstance(arch, str) else 'custom'
         cfg = resolve_arch(arch, self.arch_zoo, type(self).__name__, self.switches, self.switch_defaults)
         self.arch_cfg = cfg
         c, dims, ratio = cfg['channels'], cfg['dims'], cfg['mlp_ratio']
         downsample = ConvDownsample if cfg['downsample'] == 'conv' else PatchMerging
         block = ConvMLPBlock if cfg['dwconv'] else MLPBlock
-        self.tokenizer = ConvTokenizer(c)
+        self.tokenizer = ConvTokenizer(c, self.in_channels)
         # The stem stage: F1 (C) -> F2 (D0). The conv ones are NCHW modules of their own; the
         # MLP one is the first of ``stages`` (NHWC), where earlier Pure-MLP releases had it.
         stages = []
@@ -184,8 +188,15 @@ class ConvMLP(MultiStageBackbone):
         self.channels = (c, dims[0], dims[1], dims[2])
         self._finish_init()
 
+    @torch.jit.unused  # variable-length tuples are not TorchScript; scripted models use forward_maps
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self.check_input(x)
+        feats = self.forward_maps(x)
+        return tuple(feats[i].contiguous() for i in self.out_indices)
+
+    def forward_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """All of F1-F4 as NCHW views, some of them of channels-last memory (``forward`` makes the
+        ones it returns contiguous). Scriptable: the timm models use it."""
+        check_images(x, self.in_channels)
         # Channels-last memory: the convolutions run without layout reorders (about 1.2-1.4x
         # faster on CPU than NCHW) and the conv stage's output is already NHWC in memory.
         x = x.contiguous(memory_format=torch.channels_last)
@@ -200,7 +211,7 @@ class ConvMLP(MultiStageBackbone):
             x = stage(x)  # (N, H'/2, W'/2, C''), the last stage without downsampling
             if i != last - 1:  # the last-but-one stage's output is the last one's input, at F4's stride
                 feats.append(x.permute(0, 3, 1, 2))  # NHWC -> NCHW view (N, C'', H'', W'')
-        return tuple(feats[i].contiguous() for i in self.out_indices)
+        return feats
 
     # ------------------------------------------------------------------------ arch table
     # Sizes S/M/L (Table 1) with the switches of the published models; Pure-MLP and Table 2's
@@ -253,7 +264,7 @@ class PureMLP(ConvMLP):
             dict of ConvMLP's arch keys (the switches may be left out; others than Pure-MLP's
             are refused: use :class:`ConvMLP` for them).
         drop_path_rate (float): Stochastic depth, rising linearly from 0 to this in every stage.
-        out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
+        out_indices, frozen_stages, norm_eval, with_cp, init_cfg, in_channels: see
             :class:`~convmlp_mm.models.base.MultiStageBackbone`.
     """
     switch_defaults = dict(stem_stage='mlp', downsample='patch_merging', dwconv=False)

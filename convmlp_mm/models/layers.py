@@ -15,16 +15,62 @@ from torch.utils.checkpoint import checkpoint
 from ..compat import is_autocast_enabled
 
 
+def layer_norm(x: torch.Tensor, normalized_shape: List[int], weight: Optional[torch.Tensor],
+               bias: Optional[torch.Tensor], eps: float) -> torch.Tensor:
+    """``F.layer_norm``, in float32 (returning float32) under autocast on every device, as CUDA's
+    autocast does (the CPU's does not). A leaf of torch.fx graphs (wrapped below); TorchScript
+    compiles the plain call (autocast is not scriptable)."""
+    if not torch.jit.is_scripting():
+        if is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return F.layer_norm(x.float(), normalized_shape, weight, bias, eps)
+    return F.layer_norm(x, normalized_shape, weight, bias, eps)
+
+
+def pad_to_even(x: torch.Tensor) -> torch.Tensor:
+    """Zero-pads an NHWC tensor at the bottom/right to even height and width (a leaf of torch.fx
+    graphs: its branch depends on the input's size)."""
+    h, w = x.shape[1], x.shape[2]
+    if h % 2 == 1 or w % 2 == 1:
+        x = F.pad(x, [0, 0, 0, w % 2, 0, h % 2])
+    return x
+
+
+#: The smallest input height and width of the backbones: the stride of F4.
+MIN_SIZE = 32
+
+
+def check_images(x: torch.Tensor, in_channels: int, min_size: int = MIN_SIZE) -> None:
+    """Raises ValueError unless ``x`` is a floating-point N x in_channels x H x W tensor with H, W
+    at least ``min_size``. A leaf of torch.fx graphs (wrapped below) and scriptable."""
+    if not torch.jit.is_scripting():
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f'input of type {type(x).__name__} is invalid: expected an N x {in_channels} x H x W '
+                             'tensor')
+    shape = '(' + ', '.join([str(int(s)) for s in x.shape]) + ')'
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ValueError('input of shape ' + shape + ' is invalid: expected an N x ' + str(in_channels)
+                         + ' x H x W tensor')
+    if min(x.shape[2], x.shape[3]) < min_size:
+        raise ValueError('input of shape ' + shape + ' is too small: height and width must be at least '
+                         + str(min_size) + ' (the stride of F4)')
+    if not x.is_floating_point():
+        raise ValueError('input of dtype ' + str(x.dtype) + ' is invalid: expected a floating-point tensor '
+                         '(normalised images, as the data preprocessor gives)')
+
+
+# torch.fx records these as calls instead of tracing into their size- and mode-dependent branches.
+torch.fx.wrap('layer_norm')
+torch.fx.wrap('pad_to_even')
+
+
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` that computes in float32 under autocast (fp16 or bf16) on every device and
-    returns float32, as CUDA's autocast does for ``layer_norm`` (the CPU's does not): statistics
-    never in half precision. The same parameters, so checkpoints load unchanged."""
+    returns float32 (:func:`layer_norm`): statistics never in half precision. The same
+    parameters, so checkpoints load unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not is_autocast_enabled(x.device.type):
-            return super().forward(x)
-        with torch.autocast(x.device.type, enabled=False):
-            return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
+        return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
 class ChannelMLP(nn.Module):
@@ -71,6 +117,8 @@ class MLPBlock(nn.Module):
         return x + self.drop_path(self.channel_mlp2(self.norm2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._forward(x)
         return maybe_checkpoint(self, x, self.with_cp)
 
 
@@ -117,13 +165,14 @@ class ConvTokenizer(nn.Module):
 
     Args:
         out_channels (int): The tokenizer width C.
+        in_channels (int): Input channels. Defaults to 3.
     """
 
-    def __init__(self, out_channels: int) -> None:
+    def __init__(self, out_channels: int, in_channels: int = 3) -> None:
         super().__init__()
         mid = out_channels // 2
         self.block = nn.Sequential(
-            *conv_bn_relu(3, mid, 3, stride=2),
+            *conv_bn_relu(in_channels, mid, 3, stride=2),
             *conv_bn_relu(mid, mid, 3),
             *conv_bn_relu(mid, out_channels, 3),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
@@ -149,9 +198,7 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, h, w, _ = x.shape
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = pad_to_even(x)
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))  # (N, ceil(H/2), ceil(W/2), out_channels)
 
@@ -175,8 +222,9 @@ class ConvDownsample(nn.Module):
 
 
 def drop_path_rates(num_blocks: int, max_rate: float) -> List[float]:
-    """The published per-stage schedule: rates rising linearly from 0 to ``max_rate``."""
-    return torch.linspace(0, max_rate, num_blocks).tolist()
+    """The published per-stage schedule: rates rising linearly from 0 to ``max_rate`` (computed
+    without tensors, so that models can be built on the meta device)."""
+    return [max_rate * i / (num_blocks - 1) if num_blocks > 1 else 0. for i in range(num_blocks)]
 
 
 def maybe_checkpoint(module: nn.Module, x: torch.Tensor, with_cp: bool) -> torch.Tensor:

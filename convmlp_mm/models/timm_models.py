@@ -9,6 +9,7 @@ initialised. Imported only when timm is installed.
 """
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._manipulate import adapt_input_conv
 
 from ..checkpoint import CheckpointError, load_checkpoint
 from .base import load_state_dict_exactly, unwrap_state_dict
@@ -45,6 +46,9 @@ def _load_pretrained(model, cfg: dict, features_only: bool) -> None:
         raise CheckpointError(f"{cfg.get('architecture')} has no pretrained weights: pass "
                               "pretrained_cfg_overlay=dict(file=PATH) with a checkpoint of this arch")
     state = timm_checkpoint_filter(unwrap_state_dict(load_checkpoint(source, map_location='cpu'), source), model)
+    first_conv = cfg.get('first_conv', '') + '.weight'
+    if model.in_chans != 3 and first_conv in state:  # timm's way: sum or repeat the RGB filters
+        state[first_conv] = adapt_input_conv(model.in_chans, state[first_conv])
     own = model.state_dict()
     if features_only or own['head.weight'].shape != state.get('head.weight', own['head.weight']).shape:
         state = {k: v for k, v in state.items() if not k.startswith('head.')}  # another classifier

@@ -1,0 +1,109 @@
+"""A good citizen of timm: timm's own model tests pass on our six models, the timm API behaves as
+timm documents, mmpretrain's TIMMBackbone takes them, and every layer is a module call."""
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+import convmlp_mm  # noqa: F401  (registers the timm models)
+from convmlp_mm import ConvMLP, PureMLP
+
+TIMM_TESTS = osp.join(sys.prefix, 'share', f'timm-{timm.__version__}')
+MODELS = ['convmlp_s', 'convmlp_m', 'convmlp_l', 'pure_mlp_s', 'pure_mlp_m', 'pure_mlp_l']
+
+
+def test_timms_own_model_tests_pass():
+    """timm's tests/test_models.py (from its sdist, fetched by tools/setup_env.sh) on our models,
+    apart from the two that download the published weights (no network here)."""
+    if not osp.isfile(osp.join(TIMM_TESTS, 'tests', 'test_models.py')):
+        pytest.skip(f'{TIMM_TESTS}/tests is missing: tools/setup_env.sh fetches timm {timm.__version__}\'s sdist')
+    result = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-p', 'convmlp_mm', '-p', 'no:cacheprovider', '-q', 'tests/test_models.py',
+         '-k', '(convmlp or pure_mlp) and not load_pretrained and not features_pretrained'],
+        cwd=TIMM_TESTS, capture_output=True, text=True, timeout=1200)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 0, result.stdout[-4000:]
+    passed = int(re.search(r'(\d+) passed', summary).group(1))
+    assert 'failed' not in summary and passed >= 48, summary  # timm 1.0.31: 48 tests over the six models
+
+
+@pytest.mark.parametrize('name', ['convmlp_s', 'pure_mlp_s'])
+def test_scripted_and_traced_models_give_the_eager_outputs(name):
+    model = timm.create_model(name, num_classes=7).eval()
+    x = torch.rand(1, 3, 96, 64)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.allclose(torch.jit.script(model)(x), expected, atol=1e-5)
+        assert torch.allclose(torch.fx.symbolic_trace(model)(x), expected, atol=1e-5)
+
+
+def test_in_chans_adapts_the_first_conv_of_pretrained_weights(tmp_path):
+    source = timm.create_model('convmlp_s')
+    path = tmp_path / 'convmlp_s.pth'
+    torch.save(source.state_dict(), path)
+    gray = timm.create_model('convmlp_s', pretrained=True, in_chans=1, pretrained_cfg_overlay=dict(file=str(path)))
+    rgb = source.state_dict()['backbone.tokenizer.block.0.weight']
+    assert torch.allclose(gray.state_dict()['backbone.tokenizer.block.0.weight'], rgb.sum(dim=1, keepdim=True))
+    assert gray(torch.rand(1, 1, 64, 64)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize('pool, shape', [('avg', (2, 512)), ('max', (2, 512)), ('avgmax', (2, 512)),
+                                         ('', (2, 512, 2, 3))])
+def test_global_pool_choices(pool, shape):
+    model = timm.create_model('convmlp_s', num_classes=0, global_pool=pool).eval()
+    assert model(torch.rand(2, 3, 64, 96)).shape == shape
+    with pytest.raises(ValueError, match="global_pool='token' is not supported: choose one of"):
+        timm.create_model('convmlp_s', global_pool='token')
+
+
+def test_grad_checkpointing_and_intermediates_follow_timm():
+    model = timm.create_model('convmlp_s').train()
+    x = torch.rand(2, 3, 64, 64)
+    torch.manual_seed(0)
+    final, inter = model.forward_intermediates(x)
+    assert [f.shape[1] for f in inter] == [64, 128, 256, 512] and torch.equal(final, inter[-1])
+    assert [f.shape[1] for f in model.forward_intermediates(x, indices=2, intermediates_only=True)] == [256, 512]
+    model.set_grad_checkpointing()
+    assert all(m.with_cp for m in model.modules() if hasattr(m, 'with_cp'))
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.forward_features(x), model.forward_intermediates(x)[0])
+    assert model.prune_intermediate_layers(indices=2) == [2, 3] and model.num_classes == 0
+
+
+def test_group_matcher_orders_stem_stages_head():
+    from timm.models._manipulate import group_parameters
+    model = timm.create_model('convmlp_s')
+    for coarse in (True, False):
+        groups = group_parameters(model, model.group_matcher(coarse=coarse))
+        first = {name: group for group, names in groups.items() for name in names}
+        assert first['backbone.tokenizer.block.0.weight'] == 0
+        assert first['backbone.conv_stages.downsample.weight'] < first['backbone.stages.0.blocks.0.norm1.weight']
+        assert first['backbone.stages.2.blocks.1.norm1.weight'] == first['norm.weight']  # timm's (99999,): the previous group
+        assert len(groups) == (6 if coarse else 11)  # stem, conv stage, 3 stages or 8 blocks, head
+
+
+def test_timm_backbone_of_mmpretrain_takes_our_models():
+    from mmpretrain.registry import MODELS
+    backbone = MODELS.build(dict(type='TIMMBackbone', model_name='convmlp_s', features_only=True, pretrained=False))
+    feats = backbone.eval()(torch.rand(1, 3, 64, 96))
+    assert [tuple(f.shape) for f in feats] == [(1, 64, 16, 24), (1, 128, 8, 12), (1, 256, 4, 6), (1, 512, 2, 3)]
+
+
+@pytest.mark.parametrize('family, arch', [(ConvMLP, 's'), (PureMLP, 's'), (ConvMLP, 'table2-row3')])
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_every_layer_is_a_module_call(family, arch, mode):
+    """A forward hook on every leaf module fires, in train and eval mode: hooks, FLOP counters
+    and feature extractors see each layer."""
+    model = family(arch)
+    model.train(mode == 'train')
+    called = set()
+    leaves = {name: m for name, m in model.named_modules() if not list(m.children())}
+    for name, module in leaves.items():
+        module.register_forward_hook(lambda m, i, o, name=name: called.add(name))
+    model(torch.rand(2, 3, 64, 64))
+    assert sorted(set(leaves) - called) == []
