@@ -13,7 +13,7 @@ stage  output              stride  modules (conv stem stages / ``'mlp'`` stem st
 
 ``out_indices`` picks among F1-F4 and ``frozen_stages`` counts in the same stages.
 """
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -101,6 +101,43 @@ class MultiStageBackbone(BaseModule):
 
     #: The smallest input height and width: the stride of F4.
     min_size = MIN_SIZE
+
+    # ------------------------------------------------------------ layer-wise lr decay
+    def layer_units(self) -> List[str]:
+        """Module names of the backbone's layers for layer-wise learning-rate decay, input first:
+        the tokenizer, each conv block (a conv stage without blocks is one layer), each MLP
+        block; a stage's downsampling belongs to its last block."""
+        units = ['tokenizer']
+        conv = getattr(self, 'conv_stages', None)
+        if conv is not None:
+            blocks = getattr(conv, 'conv_blocks', None)
+            units += [f'conv_stages.conv_blocks.{i}' for i in range(len(blocks))] if blocks else ['conv_stages']
+        for s, stage in enumerate(getattr(self, 'stages', [])):
+            units += [f'stages.{s}.blocks.{b}' for b in range(len(stage.blocks))]
+        return units
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """mmpretrain's layer-wise decay protocol: ``(depth of param_name, number of depths)``.
+        Depth i is :meth:`layer_units` ``[i]``; names outside ``prefix`` (the head) get the last
+        depth, so their lr is the base lr and the tokenizer's the most decayed.
+
+        Args:
+            param_name (str): A parameter name of the model that holds this backbone.
+            prefix (str): The backbone's prefix in those names, e.g. ``'backbone.'``.
+        """
+        units = self.layer_units()
+        if not param_name.startswith(prefix):
+            return len(units), len(units) + 1
+        name = param_name[len(prefix):]
+        for depth in range(len(units) - 1, -1, -1):
+            if name.startswith(units[depth] + '.'):
+                return depth, len(units) + 1
+        if name.startswith('conv_stages.'):  # the conv stage's downsampling: with its last block
+            return next(d for d in range(len(units) - 1, -1, -1) if units[d].startswith('conv_stages')), len(units) + 1
+        stage = name.split('.')[1] if name.startswith('stages.') else None
+        if stage is not None:  # a stage's downsampling: with its last block
+            return max(d for d, u in enumerate(units) if u.startswith(f'stages.{stage}.')), len(units) + 1
+        raise ValueError(f'{param_name!r} is not a parameter of {type(self).__name__} (prefix {prefix!r})')
 
     # ------------------------------------------------------------------------ init
     def init_weights(self) -> None:
