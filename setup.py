@@ -13,7 +13,7 @@ EXTRAS = {
     'seg': [MMCV, 'mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
     'cls': [MMCV, 'mmpretrain>=1.2.0,<1.3'],
     'timm': ['timm>=1.0,<1.1', 'torchvision'],
-    'tests': ['pytest'],
+    'tests': ['pytest', 'openmim>=0.3.9'],
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
@@ -26,6 +26,10 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.9',  # tested on 3.11
     packages=find_packages(include=['convmlp_mm', 'convmlp_mm.*']),
+    # mim looks for the model zoo, configs and tools in the package's .mim folder; in the
+    # repository it holds links to model-index.yml, configs/ and tools/, and a wheel carries copies.
+    package_data={'convmlp_mm': ['.mim/model-index.yml', '.mim/configs/*/*.py', '.mim/configs/*/*.yml',
+                                 '.mim/tools/*.py', '.mim/tools/*.sh', '.mim/tools/*/*.py']},
     # Lower bounds only where we need them: an upper bound or a newer minimum would make pip
     # upgrade or downgrade a working environment. Tested: torch 2.1.2 and 2.14.1, numpy 1.26
     # and 2.4 (numpy is left open: pip would otherwise pull numpy 2 under a torch 2.1 built

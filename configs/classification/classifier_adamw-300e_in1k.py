@@ -28,6 +28,10 @@ model = dict(
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )
 
+# Our own visualizer entry: inherited through `mmpretrain::`, it carries a `_scope_` key, which
+# mmpretrain's tools/visualization/browse_dataset.py passes on to the visualizer's constructor.
+visualizer = dict(_delete_=True, type='UniversalVisualizer', vis_backends=[dict(type='LocalVisBackend')])
+
 crop_pct = 0.9
 test_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -1,0 +1,108 @@
+"""mim finds our model zoo, configs and tools: `mim search`, `mim train`, `mim test` and `mim
+download` on an installed copy of the package (a wheel installed into a temporary target, as
+`pip install .` would), the download against a loopback HTTP server; and `python -m mim search`
+from the repository with the editable install."""
+import functools
+import http.server
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+import yaml
+
+from convmlp_mm.data import generate_classification
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PUBLISHED = 'https://shi-labs.com/projects/convmlp/checkpoints/'
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory):
+    """The package built and installed (no dependencies) into a fresh target directory."""
+    target = tmp_path_factory.mktemp('site')
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-build-isolation', '--quiet',
+                    '--disable-pip-version-check', '--target', str(target), ROOT], check=True, capture_output=True)
+    assert osp.isfile(target / 'convmlp_mm' / '.mim' / 'model-index.yml')
+    return target
+
+
+def mim(*args, site=None, cwd=None, timeout=900):
+    env = dict(os.environ)
+    if site is not None:
+        env['PYTHONPATH'] = str(site)  # the installed copy, ahead of the editable one
+    result = subprocess.run([sys.executable, '-m', 'mim', *args], capture_output=True, text=True, env=env,
+                            cwd=cwd, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def zoo_names():
+    index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
+    return [m['Name'] for path in index['Import'] for m in yaml.safe_load(open(osp.join(ROOT, path)))['Models']]
+
+
+def test_model_index_names_every_reproduction_config_with_the_papers_numbers():
+    names = zoo_names()
+    assert len(names) == len(set(names)) == 27 + 25
+    for path in yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))['Import']:
+        meta = yaml.safe_load(open(osp.join(ROOT, path)))
+        for model in meta['Models']:
+            assert osp.isfile(osp.join(ROOT, model['Config'])), model['Config']
+            assert model['In Collection'] == meta['Collections'][0]['Name']
+            assert 'paper' in model['Metadata']['Results Source'] or model['Name'].startswith('puremlp-')
+            assert model['Metadata']['Training Data'] and model['Metadata']['Training Resources']
+
+
+def test_mim_search_lists_the_zoo(installed, tmp_path):
+    out = mim('search', 'convmlp_mm', site=installed, cwd=tmp_path)
+    listed = {line.split(':', 1)[1].strip() for line in out.splitlines() if line.startswith('config id:')}
+    assert listed == set(zoo_names())
+
+
+def test_mim_search_works_from_the_repository_with_the_editable_install():
+    out = mim('search', 'convmlp_mm', cwd=ROOT)
+    assert 'config id: retinanet_convmlp-s_fpn_1x_coco' in out
+
+
+def test_mim_train_and_test_run_our_tools(installed, tmp_path):
+    data = generate_classification(str(tmp_path / 'shapes_cls'), 8, 4)
+    options = ['--cfg-options', *[f'{s}_dataloader.dataset.data_root={data}' for s in ('train', 'val', 'test')],
+               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+               *[f'{s}_dataloader.num_workers=0' for s in ('train', 'val', 'test')]]
+    work = tmp_path / 'work'
+    mim('train', 'convmlp_mm', 'convmlp-s_shapes-cls.py', '--work-dir', str(work), *options, site=installed,
+        cwd=tmp_path)
+    assert (work / 'epoch_1.pth').is_file()
+    out = mim('test', 'convmlp_mm', 'convmlp-s_shapes-cls.py', '--checkpoint', str(work / 'epoch_1.pth'),
+              '--work-dir', str(work), *options, site=installed, cwd=tmp_path)
+    assert 'accuracy/top1' in out
+
+
+def test_mim_download_fetches_weights_and_config(installed, tmp_path):
+    served = tmp_path / 'served'
+    served.mkdir()
+    weights = {'w': torch.arange(6.)}
+    torch.save(weights, served / 'convmlp_s_imagenet.pth')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        metafile = installed / 'convmlp_mm' / '.mim' / 'configs' / 'classification' / 'metafile.yml'
+        text = metafile.read_text()
+        assert PUBLISHED + 'convmlp_s_imagenet.pth' in text
+        metafile.write_text(text.replace(PUBLISHED, f'http://127.0.0.1:{server.server_address[1]}/'))
+        dest = tmp_path / 'dest'
+        mim('download', 'convmlp_mm', '--config', 'convmlp-s_published_in1k', '--dest', str(dest), site=installed,
+            cwd=tmp_path)
+    finally:
+        server.shutdown()
+        thread.join()
+        shutil.copyfile(osp.join(ROOT, 'configs/classification/metafile.yml'), metafile)
+    assert torch.equal(torch.load(dest / 'convmlp_s_imagenet.pth', weights_only=True)['w'], weights['w'])
+    assert (dest / 'convmlp-s_published_in1k.py').is_file()
