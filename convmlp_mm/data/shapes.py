@@ -19,7 +19,7 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -101,14 +101,33 @@ def generate(root: str = 'data/shapes', num_train: int = 200, num_val: int = 50,
         seed (int): The same seed gives the same bytes.
         force (bool): Regenerate even when a complete dataset exists.
     """
+    stamp = dict(num_train=num_train, num_val=num_val, size=list(size), max_shapes=max_shapes, seed=seed)
+    return _write_once(root, stamp, force, lambda tmp: _write_detection(tmp, num_train, num_val, size, max_shapes,
+                                                                          seed))
+
+
+def _write_once(root: str, stamp: dict, force: bool, write: Callable[[str], None]) -> str:
+    """Runs ``write(tmp)`` into ``root + '.partial'`` and renames it to ``root`` with a ``DONE``
+    stamp, unless ``root`` already holds a complete dataset of the same ``stamp``."""
     done = osp.join(root, 'DONE')
-    stamp = json.dumps(dict(num_train=num_train, num_val=num_val, size=list(size), max_shapes=max_shapes, seed=seed))
-    if not force and osp.isfile(done) and open(done).read() == stamp:
+    text = json.dumps(stamp)
+    if not force and osp.isfile(done) and open(done).read() == text:
         return root
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f'num_train={num_train}, num_val={num_val}: each split needs at least one image')
+    if stamp['num_train'] < 1 or stamp['num_val'] < 1:
+        raise ValueError(f"num_train={stamp['num_train']}, num_val={stamp['num_val']}: each split needs at least "
+                         'one image')
     tmp = root.rstrip('/') + '.partial'
     shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    with open(osp.join(tmp, 'DONE'), 'w') as f:
+        f.write(text)
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return root
+
+
+def _write_detection(tmp: str, num_train: int, num_val: int, size: Tuple[int, int], max_shapes: int,
+                     seed: int) -> None:
     rng = np.random.default_rng(seed)
     h, w = size
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
@@ -128,11 +147,6 @@ def generate(root: str = 'data/shapes', num_train: int = 200, num_val: int = 50,
                 annotations.append(_coco_annotation(mask, label, index + 1, len(annotations) + 1))
         with open(osp.join(tmp, f'coco/annotations/instances_{split}.json'), 'w') as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
-    with open(osp.join(tmp, 'DONE'), 'w') as f:
-        f.write(stamp)
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
-    return root
 
 
 def generate_classification(root: str = 'data/shapes_cls', num_train: int = 1500, num_val: int = 300,
@@ -149,14 +163,11 @@ def generate_classification(root: str = 'data/shapes_cls', num_train: int = 1500
         seed (int): The same seed gives the same bytes.
         force (bool): Regenerate even when a complete dataset exists.
     """
-    done = osp.join(root, 'DONE')
-    stamp = json.dumps(dict(num_train=num_train, num_val=num_val, size=list(size), seed=seed))
-    if not force and osp.isfile(done) and open(done).read() == stamp:
-        return root
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f'num_train={num_train}, num_val={num_val}: each split needs at least one image')
-    tmp = root.rstrip('/') + '.partial'
-    shutil.rmtree(tmp, ignore_errors=True)
+    stamp = dict(num_train=num_train, num_val=num_val, size=list(size), seed=seed)
+    return _write_once(root, stamp, force, lambda tmp: _write_classification(tmp, num_train, num_val, size, seed))
+
+
+def _write_classification(tmp: str, num_train: int, num_val: int, size: Tuple[int, int], seed: int) -> None:
     rng = np.random.default_rng(seed)
     h, w = size
     os.makedirs(osp.join(tmp, 'meta'))
@@ -174,8 +185,3 @@ def generate_classification(root: str = 'data/shapes_cls', num_train: int = 1500
             lines.append(f'{path} {label}\n')
         with open(osp.join(tmp, 'meta', f'{split}.txt'), 'w') as f:
             f.writelines(lines)
-    with open(osp.join(tmp, 'DONE'), 'w') as f:
-        f.write(stamp)
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
-    return root

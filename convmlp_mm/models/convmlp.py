@@ -127,6 +127,14 @@ class ConvStageV1(nn.Sequential):
 
 
 # ------------------------------------------------------------------------------ model
+#: Table 1's sizes: tokenizer width C, conv (or stem MLP) blocks, MLP-stage depths and widths, MLP ratio.
+SIZES = {
+    's': dict(channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2),
+    'm': dict(channels=64, conv_blocks=3, depths=(3, 6, 3), dims=(128, 256, 512), mlp_ratio=3),
+    'l': dict(channels=96, conv_blocks=3, depths=(4, 8, 3), dims=(192, 384, 768), mlp_ratio=3),
+}
+
+
 @register_model
 class ConvMLP(MultiStageBackbone):
     """ConvMLP backbone, returning F1-F4 (strides 4, 8, 16, 32) as contiguous NCHW tensors.
@@ -217,36 +225,19 @@ class ConvMLP(MultiStageBackbone):
     # Sizes S/M/L (Table 1) with the switches of the published models; Pure-MLP and Table 2's
     # rows (all with the S sizes; rows 5 and 6 differ only in epochs) are entries of the same table.
     arch_zoo: Dict[str, dict] = {
-        **dict.fromkeys(['s', 'small', 'table2-row7'], dict(
-            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
-            stem_stage='conv', downsample='conv', dwconv=True)),
-        **dict.fromkeys(['m', 'medium'], dict(
-            channels=64, conv_blocks=3, depths=(3, 6, 3), dims=(128, 256, 512), mlp_ratio=3,
-            stem_stage='conv', downsample='conv', dwconv=True)),
-        **dict.fromkeys(['l', 'large'], dict(
-            channels=96, conv_blocks=3, depths=(4, 8, 3), dims=(192, 384, 768), mlp_ratio=3,
-            stem_stage='conv', downsample='conv', dwconv=True)),
-        **dict.fromkeys(['pure-mlp-s', 'table2-row1'], dict(
-            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
-            stem_stage='mlp', downsample='patch_merging', dwconv=False)),
-        'pure-mlp-m': dict(
-            channels=64, conv_blocks=3, depths=(3, 6, 3), dims=(128, 256, 512), mlp_ratio=3,
-            stem_stage='mlp', downsample='patch_merging', dwconv=False),
-        'pure-mlp-l': dict(
-            channels=96, conv_blocks=3, depths=(4, 8, 3), dims=(192, 384, 768), mlp_ratio=3,
-            stem_stage='mlp', downsample='patch_merging', dwconv=False),
-        'table2-row2': dict(
-            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
-            stem_stage='conv_v1', downsample='patch_merging', dwconv=False),
-        'table2-row3': dict(
-            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
-            stem_stage='conv_v1', downsample='conv', dwconv=False),
-        'table2-row4': dict(
-            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
-            stem_stage='conv_v1', downsample='patch_merging', dwconv=True),
-        **dict.fromkeys(['table2-row5', 'table2-row6'], dict(
-            channels=64, conv_blocks=2, depths=(2, 4, 2), dims=(128, 256, 512), mlp_ratio=2,
-            stem_stage='conv_v1', downsample='conv', dwconv=True)),
+        **dict.fromkeys(['s', 'small', 'table2-row7'],
+                        dict(SIZES['s'], stem_stage='conv', downsample='conv', dwconv=True)),
+        **dict.fromkeys(['m', 'medium'], dict(SIZES['m'], stem_stage='conv', downsample='conv', dwconv=True)),
+        **dict.fromkeys(['l', 'large'], dict(SIZES['l'], stem_stage='conv', downsample='conv', dwconv=True)),
+        **dict.fromkeys(['pure-mlp-s', 'table2-row1'],
+                        dict(SIZES['s'], stem_stage='mlp', downsample='patch_merging', dwconv=False)),
+        'pure-mlp-m': dict(SIZES['m'], stem_stage='mlp', downsample='patch_merging', dwconv=False),
+        'pure-mlp-l': dict(SIZES['l'], stem_stage='mlp', downsample='patch_merging', dwconv=False),
+        'table2-row2': dict(SIZES['s'], stem_stage='conv_v1', downsample='patch_merging', dwconv=False),
+        'table2-row3': dict(SIZES['s'], stem_stage='conv_v1', downsample='conv', dwconv=False),
+        'table2-row4': dict(SIZES['s'], stem_stage='conv_v1', downsample='patch_merging', dwconv=True),
+        **dict.fromkeys(['table2-row5', 'table2-row6'],
+                        dict(SIZES['s'], stem_stage='conv_v1', downsample='conv', dwconv=True)),
     }
 
 

@@ -9,7 +9,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn.bricks import DropPath
+from mmcv.cnn.bricks import DropPath as _DropPath
+from mmcv.cnn.bricks.drop import drop_path
 from torch.utils.checkpoint import checkpoint
 
 from ..compat import is_autocast_enabled
@@ -59,9 +60,18 @@ def check_images(x: torch.Tensor, in_channels: int, min_size: int = MIN_SIZE) ->
                          '(normalised images, as the data preprocessor gives)')
 
 
-# torch.fx records these as calls instead of tracing into their size- and mode-dependent branches.
+# torch.fx records these as calls instead of tracing into their size- and mode-dependent branches
+# (mmcv's drop_path builds its random tensor's shape from the input's: torch 2.1's fx cannot trace that).
 torch.fx.wrap('layer_norm')
 torch.fx.wrap('pad_to_even')
+torch.fx.wrap('drop_path')
+
+
+class DropPath(_DropPath):
+    """mmcv's DropPath (same arguments and behaviour), calling its ``drop_path`` as a torch.fx leaf."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
 
 
 class LayerNorm(nn.LayerNorm):
