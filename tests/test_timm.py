@@ -88,8 +88,12 @@ def test_group_matcher_orders_stem_stages_head():
 
 
 def test_timm_backbone_of_mmpretrain_takes_our_models():
+    import mmpretrain.models  # noqa: F401  (registers TIMMBackbone)
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    backbone = MODELS.build(dict(type='TIMMBackbone', model_name='convmlp_s', features_only=True, pretrained=False))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        backbone = MODELS.build(dict(type='TIMMBackbone', model_name='convmlp_s', features_only=True,
+                                     pretrained=False))
     backbone.eval()  # not chained: mmpretrain's TIMMBackbone.train returns None
     feats = backbone(torch.rand(1, 3, 64, 96))
     assert [tuple(f.shape) for f in feats] == [(1, 64, 16, 24), (1, 128, 8, 12), (1, 256, 4, 6), (1, 512, 2, 3)]
