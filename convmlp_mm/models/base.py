@@ -132,11 +132,11 @@ class MultiStageBackbone(BaseModule):
         for depth in range(len(units) - 1, -1, -1):
             if name.startswith(units[depth] + '.'):
                 return depth, len(units) + 1
-        if name.startswith('conv_stages.'):  # the conv stage's downsampling: with its last block
-            return next(d for d in range(len(units) - 1, -1, -1) if units[d].startswith('conv_stages')), len(units) + 1
-        stage = name.split('.')[1] if name.startswith('stages.') else None
-        if stage is not None:  # a stage's downsampling: with its last block
-            return max(d for d, u in enumerate(units) if u.startswith(f'stages.{stage}.')), len(units) + 1
+        # not inside a block: a stage's downsampling, which goes with that stage's last block
+        stage = '.'.join(name.split('.')[:2]) if name.startswith('stages.') else name.split('.')[0]
+        depths = [d for d, unit in enumerate(units) if unit == stage or unit.startswith(stage + '.')]
+        if depths:
+            return max(depths), len(units) + 1
         raise ValueError(f'{param_name!r} is not a parameter of {type(self).__name__} (prefix {prefix!r})')
 
     # ------------------------------------------------------------------------ init

@@ -6,10 +6,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from ..compat import is_autocast_enabled
 from ..registry import register_model
 from .base import HEAD_PREFIXES, MultiStageBackbone, backbone_state_dict, init_published
 from .convmlp import ConvMLP, PureMLP, mmpretrain_to_published
-from ..compat import is_autocast_enabled
 from .layers import LayerNorm
 
 
