@@ -49,9 +49,27 @@ with its reason where the shim does not apply.
 7. (:mod:`convmlp_mm.checkpoint`) ``CheckpointLoader.load_checkpoint`` raises
    :class:`~convmlp_mm.checkpoint.CheckpointError` naming the file, the cause and what was
    expected.
+8. ``mmengine.dist.utils._init_dist_slurm`` (``launcher='slurm'``) calls
+   ``torch.cuda.set_device`` (and, without ``SLURM_LOCALID``, takes the rank modulo the GPU
+   count), so it cannot run without a GPU, and every job on a node takes port 29500 unless
+   ``MASTER_PORT`` is set. Ours: without CUDA it sets the same variables (``RANK``,
+   ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` = the first host of the job) and initialises
+   ``gloo`` with as many threads as Slurm gave the task (``SLURM_CPUS_PER_TASK``); with CUDA it
+   calls mmengine's. On every machine a job without ``MASTER_PORT`` gets a port derived from its
+   job id (20000-29999), so two jobs sharing a node do not collide.
+9. ``mmengine.runner.EpochBasedTrainLoop.run_epoch``: a checkpoint saved in the middle of an
+   epoch (by :class:`~convmlp_mm.hooks.PreemptionHook`) resumes at the start of that epoch,
+   training its first batches twice. Ours draws and discards the batches the checkpoint has
+   trained (so data workers replay their augmentations), then calls the hook method
+   ``after_skip_trained_batches`` and trains the rest. ``IterBasedTrainLoop.run`` skips the
+   trained batches itself; ours only adds the same hook call after them. There
+   :class:`~convmlp_mm.hooks.RandomStateHook` restores the random state, because drawing the
+   skipped batches consumes random numbers (augmentations without workers, new data loader
+   iterators). Resuming from an epoch boundary is unchanged. On every version.
 """
 import os
 import os.path as osp
+import subprocess
 import warnings
 
 import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so that ours below replaces it)
@@ -62,7 +80,9 @@ from mmengine.fileio import LocalBackend
 from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import AmpOptimWrapper as _AmpOptimWrapper
 from mmengine.optim import OptimWrapper
+from mmengine.logging import print_log
 from mmengine.registry import MODELS, OPTIM_WRAPPERS
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
@@ -235,3 +255,98 @@ def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
 
 LocalBackend.put = put
 LocalBackend.put_text = put_text
+
+
+# 8. Slurm launch without a GPU -----------------------------------------------------------------
+_init_dist_slurm = dist_utils._init_dist_slurm
+
+
+def slurm_job_port(job_id: str) -> int:
+    """The rendezvous port of Slurm job ``job_id`` when ``MASTER_PORT`` is not set."""
+    return 20000 + int(job_id) % 10000
+
+
+def init_dist_slurm(backend: str, port=None, init_backend: str = 'torch', **kwargs) -> None:
+    """``_init_dist_slurm`` with a per-job default port, and gloo (no ``set_device``) without CUDA."""
+    if port is None and 'MASTER_PORT' not in os.environ and os.environ.get('SLURM_JOB_ID', '').isdigit():
+        port = slurm_job_port(os.environ['SLURM_JOB_ID'])
+    if torch.cuda.is_available():
+        return _init_dist_slurm(backend, port=port, init_backend=init_backend, **kwargs)
+    if init_backend != 'torch':
+        raise ValueError(f"launcher='slurm' without a GPU: init_backend={init_backend!r} is not supported, only 'torch'")
+    first_host = subprocess.run(['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']],
+                                capture_output=True, text=True, check=True).stdout.split()[0]
+    os.environ.setdefault('MASTER_ADDR', first_host)
+    os.environ['MASTER_PORT'] = str(port or os.environ.get('MASTER_PORT', 29500))
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    if os.environ.get('SLURM_CPUS_PER_TASK', '').isdigit():
+        torch.set_num_threads(int(os.environ['SLURM_CPUS_PER_TASK']))
+    torch.distributed.init_process_group(backend='gloo', **kwargs)
+
+
+dist_utils._init_dist_slurm = init_dist_slurm
+
+
+# 9. resuming in the middle of an epoch ---------------------------------------------------------
+def trained_batches_to_skip(loop) -> int:
+    """How many batches a resumed training loop draws and discards before it trains: those of
+    the current epoch the checkpoint trained (``IterBasedTrainLoop``: all it trained)."""
+    if isinstance(loop, EpochBasedTrainLoop):
+        return loop.iter - loop.epoch * len(loop.dataloader)
+    if isinstance(loop, IterBasedTrainLoop):
+        return loop.iter
+    return 0
+
+
+def run_epoch(self) -> None:
+    """``EpochBasedTrainLoop.run_epoch`` that skips the batches a mid-epoch checkpoint trained."""
+    self.runner.call_hook('before_train_epoch')
+    self.runner.model.train()
+    trained = trained_batches_to_skip(self)  # > 0 only after a mid-epoch resume
+    batches = iter(self.dataloader)
+    if trained > 0:
+        print_log(f'resumed in the middle of epoch {self._epoch + 1}: skipping its {trained} trained batches',
+                  logger='current')
+        for _ in range(trained):
+            next(batches)
+        self.runner.call_hook('after_skip_trained_batches')
+    for idx, data_batch in enumerate(batches, start=max(trained, 0)):
+        self.run_iter(idx, data_batch)
+    self.runner.call_hook('after_train_epoch')
+    self._epoch += 1
+
+
+EpochBasedTrainLoop.run_epoch = run_epoch
+
+
+class _CallAfterSkip:
+    """The data iterator of a resumed ``IterBasedTrainLoop``: calls ``callback`` once, just before
+    the first batch after the ``skip`` ones the loop discards."""
+
+    def __init__(self, batches, skip: int, callback) -> None:
+        self.batches, self.left, self.callback = batches, skip, callback
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.left == 0:
+            self.callback()
+        self.left -= 1
+        return next(self.batches)
+
+
+_iter_based_run = IterBasedTrainLoop.run
+
+
+def iter_based_run(self):
+    """``IterBasedTrainLoop.run`` calling ``after_skip_trained_batches`` after its skip."""
+    if self._iter > 0:
+        self.dataloader_iterator = _CallAfterSkip(self.dataloader_iterator, self._iter,
+                                                  lambda: self.runner.call_hook('after_skip_trained_batches'))
+    return _iter_based_run(self)
+
+
+IterBasedTrainLoop.run = iter_based_run

@@ -81,10 +81,10 @@ class ResumeFitsHook(Hook):
         check_state_dict_fits(model, unwrap_state_dict(checkpoint, self.filename), self.filename)
 
 
-def finish_distributed() -> None:
+def finish_distributed(code: int = 0) -> None:
     """Ends a distributed run's process once its work is done (``tools/train.py``, ``test.py``):
     destroys the process group, flushes the logs and standard streams, and leaves with
-    ``os._exit(0)``, skipping interpreter finalization. There, native threads of the distributed
+    ``os._exit(code)``, skipping interpreter finalization. There, native threads of the distributed
     stack were seen to abort a finished rank ("terminate called without an active exception",
     about 1 run in 10 of 2 CPU processes, with or without destroying the process group), which
     fails the whole torchrun job. Does nothing outside a distributed run."""
@@ -94,7 +94,7 @@ def finish_distributed() -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def check_scope(cfg: Config, filename: str) -> str:
@@ -155,5 +155,37 @@ def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[
     return cfg
 
 
-__all__ = ['SCOPES', 'TRUST_HELP', 'DatasetError', 'ResumeFitsHook', 'check_scope', 'enable_amp',
-           'find_resume_checkpoint', 'finish_distributed', 'keep_freed_memory', 'load_config', 'trust_from']
+#: Seconds without progress after which :class:`~convmlp_mm.hooks.StallWatchdogHook` stops a run
+#: of ``tools/train.py`` or ``tools/test.py`` (``--stall-timeout``).
+DEFAULT_STALL_TIMEOUT = 600.0
+
+
+def add_run_hooks(cfg: Config, stall_timeout: Optional[float], preemption: bool) -> None:
+    """Adds :class:`~convmlp_mm.hooks.StallWatchdogHook` (and, with ``preemption``,
+    :class:`~convmlp_mm.hooks.PreemptionHook`) to ``cfg.custom_hooks`` unless the config lists
+    them already. ``stall_timeout``: seconds, 0 for no watchdog, None for the config's hook or
+    :data:`DEFAULT_STALL_TIMEOUT`.
+
+    Raises:
+        ValueError: a negative ``stall_timeout``.
+    """
+    if stall_timeout is not None and stall_timeout < 0:
+        raise ValueError(f'--stall-timeout {stall_timeout:g}: expected seconds > 0, or 0 for no watchdog')
+    hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') != 'StallWatchdogHook' or stall_timeout is None]
+    listed = {h.get('type') for h in hooks}
+    if stall_timeout != 0 and 'StallWatchdogHook' not in listed:
+        hooks.append(dict(type='StallWatchdogHook', timeout=stall_timeout or DEFAULT_STALL_TIMEOUT))
+    if preemption and 'PreemptionHook' not in listed:
+        hooks.append(dict(type='PreemptionHook'))
+    cfg.custom_hooks = hooks
+
+
+def slurm_restarts() -> int:
+    """How often Slurm has requeued this job (``SLURM_RESTART_COUNT``; 0 outside Slurm)."""
+    count = os.environ.get('SLURM_RESTART_COUNT', '0')
+    return int(count) if count.isdigit() else 0
+
+
+__all__ = ['DEFAULT_STALL_TIMEOUT', 'SCOPES', 'TRUST_HELP', 'DatasetError', 'ResumeFitsHook', 'add_run_hooks',
+           'check_scope', 'enable_amp', 'find_resume_checkpoint', 'finish_distributed', 'keep_freed_memory',
+           'load_config', 'slurm_restarts', 'trust_from']

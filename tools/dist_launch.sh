@@ -6,14 +6,7 @@
 set -euo pipefail
 SCRIPT=$1
 NPROC=$2
-HERE=$(cd "$(dirname "$0")" && pwd)
-if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
-    PYTHON=$VIRTUAL_ENV/bin/python
-elif [[ -x "$HERE/../.venv/bin/python" ]]; then
-    PYTHON=$HERE/../.venv/bin/python
-else
-    PYTHON=python
-fi
+source "$(dirname "$0")/python.sh"  # HERE (this folder) and PYTHON
 exec "$PYTHON" -m torch.distributed.run --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
     --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" --nproc_per_node="$NPROC" \
     "$HERE/$SCRIPT" "${@:3}" --launcher pytorch

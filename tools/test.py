@@ -1,18 +1,23 @@
 """Evaluate a checkpoint on a config's test set (mmdet, mmseg or mmpretrain config).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-options ...]
-                                           [--launcher {none,pytorch,slurm,mpi}]
+                                           [--stall-timeout SECONDS] [--launcher {none,pytorch,slurm,mpi}]
+
+Several GPUs (or CPU processes): ``tools/dist_test.sh``; on Slurm: ``tools/slurm_test.sh``. A rank
+that makes no progress for ``--stall-timeout`` seconds writes its stacks to the log and stops.
 """
 import argparse
 import os
 import os.path as osp
 
 from mmengine.config import DictAction
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.checkpoint import CheckpointError
-from convmlp_mm.runtime import TRUST_HELP, DatasetError, finish_distributed, keep_freed_memory, load_config
+from convmlp_mm.runtime import (DEFAULT_STALL_TIMEOUT, TRUST_HELP, DatasetError, add_run_hooks, finish_distributed,
+                                keep_freed_memory, load_config)
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
 parser.add_argument('config', help='config file')
@@ -22,6 +27,9 @@ parser.add_argument('--show-dir', help='draw predictions into WORK_DIR/TIMESTAMP
 parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                     help='override config entries, e.g. test_evaluator.classwise=True')
 parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
+parser.add_argument('--stall-timeout', type=float, metavar='SECONDS',
+                    help='stop the job when a rank makes no progress for this long, with every rank\'s stacks '
+                    f'in the log (default: the config\'s StallWatchdogHook, else {DEFAULT_STALL_TIMEOUT:g}; 0: never)')
 parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
 parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
 
@@ -34,9 +42,10 @@ def main() -> None:
         parser.error(f'checkpoint {args.checkpoint!r} does not exist')
     try:
         cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir, args.trust_checkpoint)
+        add_run_hooks(cfg, args.stall_timeout, preemption=False)
     except DatasetError as error:
         parser.exit(2, f'error: {error}\n')
-    except ValueError as error:  # a malformed trusted_checkpoints entry
+    except ValueError as error:  # a malformed trusted_checkpoints entry or --stall-timeout
         parser.exit(2, f'error: {error}\n')
     cfg.load_from = args.checkpoint
     if args.show_dir:
@@ -49,8 +58,9 @@ def main() -> None:
         metrics = runner.test()
     except CheckpointError as error:
         parser.exit(1, f'error: {error}\n')
-    print('\n'.join(['metrics:'] + [f'  {k}: {v:.4f}' if isinstance(v, float) else f'  {k}: {v}'
-                                     for k, v in metrics.items()]))
+    if is_main_process():  # every rank has the metrics; one reports them
+        print('\n'.join(['metrics:'] + [f'  {k}: {v:.4f}' if isinstance(v, float) else f'  {k}: {v}'
+                                         for k, v in metrics.items()]))
     finish_distributed()
 
 

@@ -1,10 +1,17 @@
 """Train a detection, segmentation or classification config (mmdet, mmseg or mmpretrain).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]] [--amp] [--auto-scale-lr]
-                                 [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+                                 [--cfg-options KEY=VALUE ...] [--stall-timeout SECONDS]
+                                 [--launcher {none,pytorch,slurm,mpi}]
 
 One entry point for all three libraries: the config's ``default_scope`` says which one builds
-it. Several GPUs (or CPU processes without a GPU): ``tools/dist_train.sh CONFIG N``.
+it. Several GPUs (or CPU processes without a GPU): ``tools/dist_train.sh CONFIG N``; on Slurm:
+``tools/slurm_train.sh``.
+
+Every run stops cleanly on SIGTERM or SIGUSR1 (a checkpoint at the next iteration boundary,
+exit code 128 + the signal's number, and under Slurm a requeue; :class:`PreemptionHook`), and a
+rank that makes no progress for ``--stall-timeout`` seconds writes its stacks to the log and
+stops the job (:class:`StallWatchdogHook`). A requeued Slurm job resumes as with ``--resume``.
 """
 import argparse
 import os
@@ -14,8 +21,10 @@ from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.checkpoint import CheckpointError
-from convmlp_mm.runtime import (TRUST_HELP, DatasetError, ResumeFitsHook, enable_amp, find_resume_checkpoint,
-                                finish_distributed, keep_freed_memory, load_config)
+from convmlp_mm.hooks import Preempted
+from convmlp_mm.runtime import (DEFAULT_STALL_TIMEOUT, TRUST_HELP, DatasetError, ResumeFitsHook, add_run_hooks,
+                                enable_amp, find_resume_checkpoint, finish_distributed, keep_freed_memory,
+                                load_config, slurm_restarts)
 
 parser = argparse.ArgumentParser(description='Train a model from an mm config.')
 parser.add_argument('config', help='config file')
@@ -28,6 +37,9 @@ parser.add_argument('--auto-scale-lr', action='store_true',
 parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                     help='override config entries, e.g. train_cfg.max_epochs=1')
 parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
+parser.add_argument('--stall-timeout', type=float, metavar='SECONDS',
+                    help='stop the job when a rank makes no progress for this long, with every rank\'s stacks '
+                    f'in the log (default: the config\'s StallWatchdogHook, else {DEFAULT_STALL_TIMEOUT:g}; 0: never)')
 parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
 parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
 
@@ -38,10 +50,14 @@ def main() -> None:
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     try:
         cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir, args.trust_checkpoint)
+        add_run_hooks(cfg, args.stall_timeout, preemption=True)
     except DatasetError as error:
         parser.exit(2, f'error: {error}\n')
-    except ValueError as error:  # a malformed trusted_checkpoints entry
+    except ValueError as error:  # a malformed trusted_checkpoints entry or --stall-timeout
         parser.exit(2, f'error: {error}\n')
+    if args.resume is None and slurm_restarts():
+        print(f'Slurm requeued this job ({slurm_restarts()} times): resuming from {cfg.work_dir}', flush=True)
+        args.resume = 'auto'
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
@@ -63,6 +79,9 @@ def main() -> None:
         runner.train()
     except (CheckpointError, FloatingPointError) as error:
         parser.exit(1, f'error: {error}\n')
+    except Preempted as stop:
+        finish_distributed(stop.code)
+        raise
     finish_distributed()
 
 

@@ -1,0 +1,280 @@
+"""Clusters: preemption saves at an iteration boundary and resumes to the uninterrupted weights,
+a stalled rank stops the job with every rank's stacks, and the Slurm launchers run on a real
+single-node Slurm (slurmctld, slurmd and munged started by this module, 2 CPU tasks)."""
+import glob
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from convmlp_mm.compat import slurm_job_port
+from convmlp_mm.data import generate_classification
+from convmlp_mm.hooks import PreemptionHook, StallWatchdogHook
+from convmlp_mm.runtime import DEFAULT_STALL_TIMEOUT, add_run_hooks
+
+from slurm_cluster import PARTITION, job_state, slurm_cluster
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(ROOT, 'tools', 'train.py')
+CLS = osp.join(ROOT, 'configs/quickstart/convmlp-s_shapes-cls.py')
+# 16 training images in batches of 2: 8 iterations an epoch; drop path on, so that the random
+# state matters; validation only after the last epoch
+OPTIONS = ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3', 'default_hooks.logger.interval=1',
+           'train_dataloader.batch_size=2', 'randomness.seed=3', 'randomness.deterministic=True',
+           'model.backbone.drop_path_rate=0.1', 'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+           'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+
+
+def clean_env(**extra) -> dict:
+    """This environment without Slurm's job variables (the suite may itself run in a Slurm job)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM_')}
+    return dict(env, PYTHONUNBUFFERED='1', VIRTUAL_ENV=sys.prefix, **extra)
+
+
+def weights_and_optimizer(path):
+    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    return checkpoint['state_dict'], checkpoint['optimizer']['state'], checkpoint['meta']
+
+
+def assert_same_training(path, reference):
+    weights, optimizer, meta = weights_and_optimizer(path)
+    ref_weights, ref_optimizer, ref_meta = weights_and_optimizer(reference)
+    assert (meta['epoch'], meta['iter']) == (ref_meta['epoch'], ref_meta['iter'])
+    assert weights.keys() == ref_weights.keys()
+    different = [k for k in weights if not torch.equal(weights[k], ref_weights[k])]
+    assert not different, f'{len(different)} of {len(weights)} tensors differ, e.g. {different[:3]}'
+    for a, b in zip(optimizer.values(), ref_optimizer.values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def wait_for(predicate, timeout, what, proc=None):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc is None or proc.poll() is None, f'the run ended (exit code {proc.returncode}) before {what}'
+        assert time.monotonic() < deadline, f'no {what} within {timeout} s'
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp('cluster')
+    generate_classification(str(cwd / 'data/shapes_cls'), 16, 4, seed=5)
+    return cwd
+
+
+# ----------------------------------------------------------------------------- hooks, by hand
+def test_run_hooks_are_added_once_and_the_flag_decides_the_timeout():
+    cfg = Config(dict(custom_hooks=[dict(type='RandomStateHook')]))
+    add_run_hooks(cfg, None, preemption=True)
+    assert [h['type'] for h in cfg.custom_hooks] == ['RandomStateHook', 'StallWatchdogHook', 'PreemptionHook']
+    assert cfg.custom_hooks[1]['timeout'] == DEFAULT_STALL_TIMEOUT
+    cfg = Config(dict(custom_hooks=[dict(type='StallWatchdogHook', timeout=30), dict(type='PreemptionHook')]))
+    add_run_hooks(cfg, None, preemption=True)
+    assert cfg.custom_hooks == [dict(type='StallWatchdogHook', timeout=30), dict(type='PreemptionHook')]
+    add_run_hooks(cfg, 90, preemption=True)
+    assert [(h['type'], h.get('timeout')) for h in cfg.custom_hooks] == [('PreemptionHook', None),
+                                                                          ('StallWatchdogHook', 90)]
+    add_run_hooks(cfg, 0, preemption=False)
+    assert [h['type'] for h in cfg.custom_hooks] == ['PreemptionHook']
+    with pytest.raises(ValueError, match=r'--stall-timeout -1: expected seconds > 0, or 0'):
+        add_run_hooks(cfg, -1, preemption=False)
+
+
+def test_bad_hook_arguments_are_named():
+    with pytest.raises(ValueError, match=r"signals=\['SIGTREM'\]\): \['SIGTREM'\] not allowed; expected .*SIGUSR1"):
+        PreemptionHook(signals=['SIGTREM'])
+    with pytest.raises(ValueError, match=r'timeout=0, exit_delay=10.0\): timeout must be > 0'):
+        StallWatchdogHook(timeout=0)
+
+
+def test_slurm_jobs_get_their_own_port():
+    assert slurm_job_port('12345') == 22345 and slurm_job_port('7') == 20007
+
+
+def test_the_watchdog_leaves_a_run_that_raised_alone():
+    """A run that ended with an exception (so no after_train) is not a stall: the watchdog
+    stops instead of ending the process (which would end this test session)."""
+
+    class Runner:
+        logger = types.SimpleNamespace(handlers=[])
+
+        def train(self, hook):
+            hook._start(self, 'before the first training iteration')
+            raise RuntimeError('training failed')
+
+        val = test = train
+
+    hook = StallWatchdogHook(timeout=0.3, exit_delay=0)
+    with pytest.raises(RuntimeError, match='training failed'):
+        Runner().train(hook)
+    time.sleep(1.5)
+    assert hook._thread is None and hook._deadline is None
+
+
+# -------------------------------------------------------------------------- local preemption
+@pytest.mark.parametrize('signum,workers', [(signal.SIGTERM, 1), (signal.SIGUSR1, 0)],
+                         ids=['SIGTERM-1-worker', 'SIGUSR1-no-workers'])
+def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data, signum, workers):
+    """A signal in the second epoch: the run saves iter_N.pth at the end of that iteration and
+    exits with 128 + the signal; `--resume` skips the epoch's trained batches and ends with the
+    weights and optimizer state of an uninterrupted run (data workers and augmentations in the
+    main process)."""
+    options = ['--cfg-options', *OPTIONS, f'train_dataloader.num_workers={workers}',
+               'train_dataloader.persistent_workers=False', 'default_hooks.checkpoint.interval=1']
+    whole, parts = data / f'whole-{workers}', data / f'parts-{workers}'
+    env = clean_env()
+    subprocess.run([sys.executable, TRAIN, CLS, '--work-dir', str(whole), *options], cwd=data, env=env,
+                   check=True, capture_output=True, timeout=900)
+
+    proc = subprocess.Popen([sys.executable, TRAIN, CLS, '--work-dir', str(parts), *options], cwd=data, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: osp.exists(parts / 'epoch_1.pth'), 600, 'first epoch checkpoint', proc)
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, out[-3000:]
+    saved = open(parts / 'last_checkpoint').read().strip()
+    step = int(re.fullmatch(r'.*iter_(\d+)\.pth', saved).group(1))
+    assert 8 < step < 24 and f'{signal.Signals(signum).name} received; saving a checkpoint after iteration {step}' in out
+    assert 'requeue' not in out  # not a Slurm job
+    assert not osp.exists(parts / 'epoch_3.pth')
+
+    resumed = subprocess.run([sys.executable, TRAIN, CLS, '--work-dir', str(parts), '--resume', *options], cwd=data,
+                             env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    if step % 8:
+        assert f'resumed in the middle of epoch {step // 8 + 1}: skipping its {step % 8} trained batches' in \
+            resumed.stdout + resumed.stderr
+    assert_same_training(parts / 'epoch_3.pth', whole / 'epoch_3.pth')
+
+
+# ------------------------------------------------------------------------------- stalled rank
+SLEEPY_HOOK = '''
+import time
+
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class SleepOnRankOne(Hook):
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if get_rank() == 1 and runner.iter == 2:
+            time.sleep(3600)  # stalls without failing
+'''
+
+
+def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
+    (data / 'sleepy_hook.py').write_text(SLEEPY_HOOK)
+    config = data / 'stalled_rank.py'
+    config.write_text(f"_base_ = {CLS!r}\n"
+                      "custom_imports = dict(imports=['convmlp_mm', 'sleepy_hook'], allow_failed_imports=False)\n"
+                      "custom_hooks = [dict(type='RandomStateHook'), dict(type='SleepOnRankOne')]\n")
+    env = clean_env(PYTHONPATH=str(data), PORT=str(29700 + os.getpid() % 1000))
+    start = time.monotonic()
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools/dist_train.sh'), str(config), '2', '--work-dir', str(data / 'stalled'),
+         '--stall-timeout', '20', '--cfg-options', *OPTIONS, 'train_dataloader.batch_size=1',
+         'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False'],
+        cwd=data, env=env, capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - start
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert elapsed < 180, f'took {elapsed:.0f} s'
+    dumps = dict(re.findall(r'StallWatchdogHook: rank (\d) of 2 \(pid \d+\) made no progress for 20 s; '
+                            r'last progress: [^\n]*\n(.*?)StallWatchdogHook: rank \1 stops with exit code 124', out, re.S))
+    assert sorted(dumps) == ['0', '1'], out[-5000:]
+    assert 'sleepy_hook.py' in dumps['1'] and 'in after_train_iter' in dumps['1']
+    assert 'sleepy_hook.py' not in dumps['0'] and 'convmlp_mm/hooks.py' in dumps['0']  # waiting in a collective
+    log = glob.glob(str(data / 'stalled/*/*.log'))
+    assert len(log) == 1 and 'StallWatchdogHook: rank 0 of 2' in open(log[0]).read()
+
+
+# ------------------------------------------------------------------------------------- Slurm
+@pytest.fixture(scope='module')
+def cluster(tmp_path_factory):
+    with slurm_cluster(str(tmp_path_factory.mktemp('slurm'))) as env:
+        yield env
+
+
+def slurm_env(cluster, **extra):
+    return dict(clean_env(GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1', GRES='none', **extra),
+                SLURM_CONF=cluster['SLURM_CONF'])
+
+
+SLURM_OPTIONS = ['--cfg-options', *OPTIONS, 'train_dataloader.num_workers=1', 'default_hooks.checkpoint.interval=3']
+
+
+@pytest.fixture(scope='module')
+def slurm_run(cluster, data):
+    """One uninterrupted 2-task training through tools/slurm_train.sh."""
+    work = data / 'slurm_whole'
+    proc = subprocess.run(['bash', osp.join(ROOT, 'tools/slurm_train.sh'), PARTITION, 'convmlp-train', CLS, str(work),
+                           *SLURM_OPTIONS], cwd=data, env=slurm_env(cluster, SRUN_ARGS='--label'),
+                          capture_output=True, text=True, timeout=900)
+    return work, proc
+
+
+def test_slurm_train_two_cpu_tasks_write_one_checkpoint(slurm_run):
+    work, proc = slurm_run
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]  # srun returns 0 only when both tasks exit 0
+    assert 'Distributed launcher: slurm' in out and 'GPU number: 2' in out  # mmengine's environment report
+    assert {line.split(':', 1)[0].strip() for line in out.splitlines() if re.match(r'\s*[01]: ', line)} == {'0', '1'}
+    assert sorted(osp.basename(p) for p in glob.glob(str(work / '*.pth'))) == ['epoch_3.pth']
+
+
+def test_slurm_test_two_cpu_tasks_report_metrics_once(slurm_run, cluster, data):
+    work, _ = slurm_run
+    proc = subprocess.run(['bash', osp.join(ROOT, 'tools/slurm_test.sh'), PARTITION, 'convmlp-test', CLS,
+                           str(work / 'epoch_3.pth'), '--work-dir', str(data / 'slurm_test')], cwd=data,
+                          env=slurm_env(cluster), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert out.count('metrics:') == 1 and re.search(r'accuracy/top1: \d', out), out[-2000:]
+
+
+def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm_run, cluster, data):
+    """sbatch runs slurm_train.sh; `scancel --signal=USR1` (what `--signal=USR1@N` sends before a
+    time limit) mid-run: the tasks save iter_N.pth, Slurm requeues the job, the requeued job
+    resumes by itself and ends with the uninterrupted run's weights."""
+    reference, _ = slurm_run
+    work, log = data / 'slurm_preempted', data / 'slurm_preempted.out'
+    script = data / 'job.sh'
+    script.write_text(textwrap.dedent(f'''\
+        #!/bin/bash
+        #SBATCH --partition={PARTITION} --ntasks=2 --cpus-per-task=1 --requeue --open-mode=append
+        #SBATCH --output={log}
+        exec bash {ROOT}/tools/slurm_train.sh {PARTITION} convmlp-preempted {CLS} {work} {' '.join(SLURM_OPTIONS)}
+        '''))
+    env = slurm_env(cluster)
+    job = subprocess.run(['sbatch', '--parsable', f'--chdir={data}', str(script)], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip().split(';')[0]
+    read_log = lambda: open(log).read() if osp.exists(log) else ''  # noqa: E731
+    wait_for(lambda: 'Epoch(train) [2][' in read_log(), 600, 'second epoch')
+    subprocess.run(['scancel', '--signal=USR1', job], env=env, check=True)
+    wait_for(lambda: job_state(env, job).get('Restarts') == '1', 300, 'requeue')
+    # a requeued job may start no sooner than about two minutes later; the test does not wait
+    wait_for(lambda: job_state(env, job).get('JobState') == 'PENDING', 120, 'pending state')
+    subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=env, check=True)
+    wait_for(lambda: job_state(env, job).get('JobState') in ('COMPLETED', 'FAILED', 'CANCELLED'), 900, 'job end')
+    out = read_log()
+    assert job_state(env, job)['JobState'] == 'COMPLETED', out[-4000:]
+    step = int(re.search(r'SIGUSR1 received; saving a checkpoint after iteration (\d+)', out).group(1))
+    assert 4 < step < 12  # 2 tasks of 2 images: 4 iterations an epoch
+    if step % 4:
+        assert f'skipping its {step % 4} trained batches' in out
+    assert f'Slurm job {job} requeued' in out and 'Slurm requeued this job (1 times): resuming' in out
+    assert_same_training(work / 'epoch_3.pth', reference / 'epoch_3.pth')
