@@ -5,7 +5,7 @@ once, then registers the models. In a config: ``custom_imports=dict(imports=['co
 """
 from . import compat  # noqa: F401  (first: the shims must be in place before anything loads)
 from . import checkpoint  # noqa: F401  (every checkpoint read weights-only, with an allowlist)
-from . import hooks  # noqa: F401  (RandomStateHook, FiniteLossHook)
+from . import hooks  # noqa: F401  (RandomStateHook, FiniteLossHook, PreemptionHook, StallWatchdogHook)
 from . import optim  # noqa: F401  (BackboneLayerDecayOptimWrapperConstructor)
 from .checkpoint import trust_checkpoint
 from .models import ConvMLP, MLPClassifier, PureMLP, fuse, mmpretrain_to_published, published_to_mmpretrain

@@ -21,10 +21,11 @@ without CUDA), and its checkpoint writes are not safe against kills (shim 6, on 
 Its checkpoint reads (a plain ``torch.load``: any pickle runs on torch < 2.6, and mmengine's own
 checkpoints are refused on torch >= 2.6) are replaced on every version by
 :mod:`convmlp_mm.checkpoint` (weights-only loading with an allowlist, errors naming the file),
-which takes the place of shims 1 and 7. Each shim below names the upstream symbol it replaces, why, and where it applies;
-none edits an installed file, and none needs an environment variable. Each is covered by a
-test (``tests/test_compat.py``, ``tests/test_reliability.py``) that fails without it, skipped
-with its reason where the shim does not apply.
+which takes the place of shims 1 and 7. Each shim below names the upstream symbol it replaces,
+why, and where it applies; none edits an installed file, and none needs an environment
+variable. Each is covered by a test (``tests/test_compat.py``, ``tests/test_reliability.py``,
+``tests/test_cluster.py``) that fails without it, skipped with its reason where the shim does
+not apply.
 
 1. (:mod:`convmlp_mm.checkpoint`) every ``CheckpointLoader`` scheme reads weights-only.
 2. ``mmengine.dist.utils._init_dist_pytorch`` (``launcher='pytorch'``) calls

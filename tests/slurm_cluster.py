@@ -21,6 +21,10 @@ import time
 from typing import Dict, Iterator
 
 PACKAGES = ['slurmctld', 'slurmd', 'slurm-client', 'munge']
+
+
+class CannotInstall(RuntimeError):
+    """Slurm is missing and this machine cannot install it (not root, or no apt-get)."""
 PARTITION = 'cpu'
 
 
@@ -29,8 +33,8 @@ def install() -> None:
     if all(shutil.which(tool) for tool in ('slurmctld', 'slurmd', 'srun', 'munged')):
         return
     if os.geteuid() != 0 or not shutil.which('apt-get'):
-        raise RuntimeError('Slurm is not installed and cannot be installed here (needs root and apt-get): '
-                           f'install {" ".join(PACKAGES)}')
+        raise CannotInstall(f'Slurm is not installed and cannot be installed here (needs root and apt-get): '
+                            f'install {" ".join(PACKAGES)}')
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
     for command in (['apt-get', 'update', '-qq'], ['apt-get', 'install', '-y', '-qq', '--no-install-recommends', *PACKAGES]):
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

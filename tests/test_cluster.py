@@ -17,11 +17,11 @@ import torch
 from mmengine.config import Config
 
 from convmlp_mm.compat import slurm_job_port
-from convmlp_mm.data import generate_classification
+from convmlp_mm.data import generate, generate_classification
 from convmlp_mm.hooks import PreemptionHook, StallWatchdogHook
 from convmlp_mm.runtime import DEFAULT_STALL_TIMEOUT, add_run_hooks
 
-from slurm_cluster import PARTITION, job_state, slurm_cluster
+from slurm_cluster import PARTITION, CannotInstall, install, job_state, slurm_cluster
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
@@ -68,6 +68,7 @@ def wait_for(predicate, timeout, what, proc=None):
 def data(tmp_path_factory):
     cwd = tmp_path_factory.mktemp('cluster')
     generate_classification(str(cwd / 'data/shapes_cls'), 16, 4, seed=5)
+    generate(str(cwd / 'data/shapes'), num_train=8, num_val=2, size=(64, 80), seed=2)
     return cwd
 
 
@@ -121,24 +122,41 @@ def test_the_watchdog_leaves_a_run_that_raised_alone():
 
 
 # -------------------------------------------------------------------------- local preemption
-@pytest.mark.parametrize('signum,workers', [(signal.SIGTERM, 1), (signal.SIGUSR1, 0)],
-                         ids=['SIGTERM-1-worker', 'SIGUSR1-no-workers'])
-def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data, signum, workers):
-    """A signal in the second epoch: the run saves iter_N.pth at the end of that iteration and
-    exits with 128 + the signal; `--resume` skips the epoch's trained batches and ends with the
-    weights and optimizer state of an uninterrupted run (data workers and augmentations in the
-    main process)."""
-    options = ['--cfg-options', *OPTIONS, f'train_dataloader.num_workers={workers}',
-               'train_dataloader.persistent_workers=False', 'default_hooks.checkpoint.interval=1']
-    whole, parts = data / f'whole-{workers}', data / f'parts-{workers}'
+FPN = osp.join(ROOT, 'configs/quickstart/fpn_convmlp-s_shapes.py')
+# name: config, options, the checkpoint to wait for before the signal, the last checkpoint,
+# iterations of a pass over the data (an epoch)
+RUNS = {
+    'classification-by-epoch': (CLS, [*OPTIONS, 'default_hooks.checkpoint.interval=1'], 'epoch_1.pth', 'epoch_3.pth', 8),
+    'segmentation-by-iteration': (FPN, [
+        'train_cfg.max_iters=12', 'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=4',
+        'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
+        'randomness.seed=3', 'randomness.deterministic=True', 'val_dataloader.num_workers=0',
+        'val_dataloader.persistent_workers=False', 'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False'], 'iter_4.pth', 'iter_12.pth', 4),
+}
+
+
+@pytest.mark.parametrize('run,signum,workers', [('classification-by-epoch', signal.SIGTERM, 1),
+                                                ('classification-by-epoch', signal.SIGUSR1, 0),
+                                                ('segmentation-by-iteration', signal.SIGTERM, 0)],
+                         ids=['SIGTERM-epochs-1-worker', 'SIGUSR1-epochs-no-workers', 'SIGTERM-iterations-no-workers'])
+def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data, run, signum, workers):
+    """A signal after the first checkpoint: the run saves iter_N.pth at the end of that iteration
+    and exits with 128 + the signal; `--resume` skips the trained batches (in the middle of an
+    epoch, or across passes over the data) and ends with the weights and optimizer state of an
+    uninterrupted run (augmentations in data workers or in the main process; drop path on)."""
+    config, run_options, first, last, epoch = RUNS[run]
+    options = ['--cfg-options', *run_options, f'train_dataloader.num_workers={workers}',
+               'train_dataloader.persistent_workers=False']
+    whole, parts = data / f'whole-{run}-{workers}', data / f'parts-{run}-{workers}'
     env = clean_env()
-    subprocess.run([sys.executable, TRAIN, CLS, '--work-dir', str(whole), *options], cwd=data, env=env,
+    subprocess.run([sys.executable, TRAIN, config, '--work-dir', str(whole), *options], cwd=data, env=env,
                    check=True, capture_output=True, timeout=900)
 
-    proc = subprocess.Popen([sys.executable, TRAIN, CLS, '--work-dir', str(parts), *options], cwd=data, env=env,
+    proc = subprocess.Popen([sys.executable, TRAIN, config, '--work-dir', str(parts), *options], cwd=data, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: osp.exists(parts / 'epoch_1.pth'), 600, 'first epoch checkpoint', proc)
+        wait_for(lambda: osp.exists(parts / first), 600, f'checkpoint {first}', proc)
         proc.send_signal(signum)
         out, _ = proc.communicate(timeout=300)
     finally:
@@ -146,17 +164,18 @@ def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data
     assert proc.returncode == 128 + signum, out[-3000:]
     saved = open(parts / 'last_checkpoint').read().strip()
     step = int(re.fullmatch(r'.*iter_(\d+)\.pth', saved).group(1))
-    assert 8 < step < 24 and f'{signal.Signals(signum).name} received; saving a checkpoint after iteration {step}' in out
+    assert epoch < step < 3 * epoch, saved
+    assert f'{signal.Signals(signum).name} received; saving a checkpoint after iteration {step}' in out
     assert 'requeue' not in out  # not a Slurm job
-    assert not osp.exists(parts / 'epoch_3.pth')
+    assert not osp.exists(parts / last)
 
-    resumed = subprocess.run([sys.executable, TRAIN, CLS, '--work-dir', str(parts), '--resume', *options], cwd=data,
-                             env=env, capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run([sys.executable, TRAIN, config, '--work-dir', str(parts), '--resume', *options],
+                             cwd=data, env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    if step % 8:
-        assert f'resumed in the middle of epoch {step // 8 + 1}: skipping its {step % 8} trained batches' in \
+    if config == CLS and step % epoch:
+        assert f'resumed in the middle of epoch {step // epoch + 1}: skipping its {step % epoch} trained batches' in \
             resumed.stdout + resumed.stderr
-    assert_same_training(parts / 'epoch_3.pth', whole / 'epoch_3.pth')
+    assert_same_training(parts / last, whole / last)
 
 
 # ------------------------------------------------------------------------------- stalled rank
@@ -205,6 +224,10 @@ def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
 # ------------------------------------------------------------------------------------- Slurm
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
+    try:
+        install()
+    except CannotInstall as reason:  # a user's machine; CI runs as root and installs it
+        pytest.skip(str(reason))
     with slurm_cluster(str(tmp_path_factory.mktemp('slurm'))) as env:
         yield env
 
