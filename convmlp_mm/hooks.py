@@ -9,7 +9,8 @@
   rank alike, so non-finite values never reach the weights.
 - :class:`PreemptionHook`: on SIGTERM or SIGUSR1 (Slurm's preemption, time limit and
   ``--signal`` warning) every rank finishes its iteration, a checkpoint is saved, Slurm is
-  asked to requeue the job, and the process exits with 128 + the signal's number.
+  asked to requeue the job (not after a ``scancel``), and the process exits with 128 + the
+  signal's number.
 - :class:`StallWatchdogHook`: a rank that makes no progress for ``timeout`` seconds writes
   the Python stack of each of its threads to the log and exits with code 124, instead of
   waiting for the collective timeout.
@@ -21,6 +22,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import List, Optional, Sequence
@@ -186,13 +188,16 @@ class Preempted(SystemExit):
         self.checkpoint = checkpoint
 
 
-def requeue_slurm_job(job_id: str) -> str:
-    """Asks Slurm to requeue batch job ``job_id``, unless it is being cancelled (``scancel``
-    sends SIGTERM too). Returns what happened, for the log."""
+def requeue_slurm_job(job_id: str, signum: int) -> str:
+    """Asks Slurm to requeue batch job ``job_id`` after signal ``signum``, unless that was a
+    SIGTERM without a time limit: a ``scancel`` (which must stay cancelled; Slurm reports it as
+    COMPLETING with no reason, like a preemption, which Slurm requeues itself where the
+    partition's ``PreemptMode`` is REQUEUE). Returns what happened, for the log."""
     shown = subprocess.run(['scontrol', '-o', 'show', 'job', job_id], capture_output=True, text=True)
     fields = dict(field.split('=', 1) for field in shown.stdout.split() if '=' in field)
-    if fields.get('JobState', '').startswith('CANCELLED'):
-        return f'Slurm job {job_id} was cancelled: not requeued'
+    if signum == signal.SIGTERM and fields.get('Reason') != 'TimeLimit':
+        return (f'Slurm job {job_id} is not requeued: SIGTERM before its time limit comes from scancel (or a '
+                'preemption, which Slurm requeues itself where configured)')
     proc = subprocess.run(['scontrol', 'requeue', job_id], capture_output=True, text=True)
     if proc.returncode:
         return (f'Slurm did not requeue job {job_id} ({(proc.stderr or proc.stdout).strip()}); only jobs '
@@ -209,9 +214,9 @@ class PreemptionHook(Hook):
     asks for, that many seconds before the time limit. On one of ``signals`` (on any rank)
     every rank finishes its current training iteration; then a checkpoint ``iter_N.pth`` is
     saved where the :class:`~mmengine.hooks.CheckpointHook` saves (``last_checkpoint`` names
-    it), rank 0 asks Slurm to requeue the job (when ``requeue`` and the run is a Slurm job that
-    was not cancelled), and every rank raises :class:`Preempted`, which exits with 128 + the
-    signal's number. ``tools/train.py --resume`` (automatic in a requeued Slurm job) continues
+    it), rank 0 asks Slurm to requeue the job (when ``requeue``, the run is a Slurm job and the
+    signal was SIGUSR1 or a time limit's SIGTERM: see :func:`requeue_slurm_job`), and every
+    rank raises :class:`Preempted`, which exits with 128 + the signal's number. ``tools/train.py --resume`` (automatic in a requeued Slurm job) continues
     from that checkpoint, in the middle of its epoch, to the weights an uninterrupted run ends
     with.
 
@@ -275,7 +280,7 @@ class PreemptionHook(Hook):
         barrier()  # the checkpoint is complete before any rank exits
         message = f'PreemptionHook: checkpoint {path} saved'
         if self.requeue and is_main_process() and os.environ.get('SLURM_JOB_ID'):
-            message += '; ' + requeue_slurm_job(os.environ['SLURM_JOB_ID'])
+            message += '; ' + requeue_slurm_job(os.environ['SLURM_JOB_ID'], signum)
         print_log(f'{message}; stopping with exit code {128 + signum}', logger='current', level=logging.WARNING)
         raise Preempted(signum, path)
 
@@ -289,7 +294,7 @@ class StallWatchdogHook(Hook):
     iteration) at least every ``timeout`` seconds; the time a metric takes to compute after the
     last validation or test batch does not count. When that time passes, the rank writes which
     rank it is, where it was last seen and the stack of each of its threads to standard error
-    (the job's log under Slurm and torchrun) and to its log file, waits ``exit_delay`` seconds
+    (the job's log under Slurm and torchrun; each line labelled ``[rank N]``) and to its log file, waits ``exit_delay`` seconds
     (so the ranks waiting for it in a collective reach their own timeout and write their
     stacks too) and exits with code 124. Should the watchdog thread itself not get to run
     (a stall that holds the GIL), faulthandler writes the stacks and exits (code 1)
@@ -325,7 +330,8 @@ class StallWatchdogHook(Hook):
     def _pause(self, where: str) -> None:
         self._where = where
         self._deadline = None
-        faulthandler.cancel_dump_traceback_later()
+        if self._thread is not None:
+            faulthandler.cancel_dump_traceback_later()
 
     def _start(self, runner, where: str) -> None:
         self._finish()
@@ -361,14 +367,19 @@ class StallWatchdogHook(Hook):
                 self._report_and_exit()
 
     def _report_and_exit(self) -> None:
-        header = (f'\nStallWatchdogHook: rank {get_rank()} of {get_world_size()} (pid {os.getpid()}) made no progress '
-                  f'for {self.timeout:.0f} s; last progress: {self._where}. Its threads:\n')
-        for stream in [sys.stderr, *self._log_files]:
+        rank = get_rank()
+        with tempfile.TemporaryFile('w+') as stacks:
+            faulthandler.dump_traceback(file=stacks, all_threads=True)
+            stacks.seek(0)
+            text = (f'StallWatchdogHook: rank {rank} of {get_world_size()} (pid {os.getpid()}) made no progress for '
+                    f'{self.timeout:.0f} s; last progress: {self._where}. Its threads:\n{stacks.read()}'
+                    f'StallWatchdogHook: rank {rank} stops with exit code {self.EXIT_CODE}\n')
+        # ranks share standard error: one write per line, each line labelled (like srun --label)
+        for line in text.splitlines():
+            os.write(2, f'[rank {rank}] {line}\n'.encode())
+        for stream in self._log_files:
             try:
-                stream.write(header)
-                stream.flush()
-                faulthandler.dump_traceback(file=stream, all_threads=True)
-                stream.write(f'StallWatchdogHook: rank {get_rank()} stops with exit code {self.EXIT_CODE}\n')
+                stream.write(text)
                 stream.flush()
             except (OSError, ValueError):  # a closed or unwritable log
                 pass

@@ -212,11 +212,13 @@ def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert elapsed < 180, f'took {elapsed:.0f} s'
-    dumps = dict(re.findall(r'StallWatchdogHook: rank (\d) of 2 \(pid \d+\) made no progress for 20 s; '
-                            r'last progress: [^\n]*\n(.*?)StallWatchdogHook: rank \1 stops with exit code 124', out, re.S))
-    assert sorted(dumps) == ['0', '1'], out[-5000:]
-    assert 'sleepy_hook.py' in dumps['1'] and 'in after_train_iter' in dumps['1']
-    assert 'sleepy_hook.py' not in dumps['0'] and 'convmlp_mm/hooks.py' in dumps['0']  # waiting in a collective
+    dumps = {rank: '\n'.join(line[len(f'[rank {rank}] '):] for line in out.splitlines()
+                              if line.startswith(f'[rank {rank}] ')) for rank in (0, 1)}
+    for rank, dump in dumps.items():
+        assert re.search(rf'^StallWatchdogHook: rank {rank} of 2 \(pid \d+\) made no progress for 20 s; last progress: '
+                         rf'.*^StallWatchdogHook: rank {rank} stops with exit code 124$', dump, re.S | re.M), out[-5000:]
+    assert 'sleepy_hook.py' in dumps[1] and 'in after_train_iter' in dumps[1]
+    assert 'sleepy_hook.py' not in dumps[0] and 'convmlp_mm/hooks.py' in dumps[0]  # waiting in a collective
     log = glob.glob(str(data / 'stalled/*/*.log'))
     assert len(log) == 1 and 'StallWatchdogHook: rank 0 of 2' in open(log[0]).read()
 
@@ -301,3 +303,41 @@ def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm
         assert f'skipping its {step % 4} trained batches' in out
     assert f'Slurm job {job} requeued' in out and 'Slurm requeued this job (1 times): resuming' in out
     assert_same_training(work / 'epoch_3.pth', reference / 'epoch_3.pth')
+
+
+def test_slurm_time_limit_requeues_and_scancel_does_not(cluster, data):
+    """A job past its time limit (Slurm's SIGTERM, reason TimeLimit) saves and is requeued; the
+    requeued job, cancelled with a plain `scancel` (SIGTERM too), saves and stays cancelled."""
+    work, log = data / 'slurm_limited', data / 'slurm_limited.out'
+    options = ['--cfg-options', *OPTIONS, 'train_cfg.max_epochs=1000', 'train_cfg.val_interval=1000',
+               'default_hooks.checkpoint.interval=1000', 'train_dataloader.num_workers=0']
+    script = data / 'limited.sh'
+    script.write_text(textwrap.dedent(f'''\
+        #!/bin/bash
+        #SBATCH --partition={PARTITION} --ntasks=2 --cpus-per-task=1 --requeue --open-mode=append --time=1
+        #SBATCH --output={log}
+        exec bash {ROOT}/tools/slurm_train.sh {PARTITION} convmlp-limited {CLS} {work} {' '.join(options)}
+        '''))
+    env = slurm_env(cluster)
+    job = subprocess.run(['sbatch', '--parsable', f'--chdir={data}', str(script)], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip().split(';')[0]
+    read_log = lambda: open(log).read() if osp.exists(log) else ''  # noqa: E731
+    try:
+        # the limit is one minute; Slurm enforces it within about half a minute more
+        wait_for(lambda: job_state(env, job).get('Restarts') == '1', 300, 'requeue at the time limit')
+        out = read_log()
+        assert re.search(r'SIGTERM received; saving a checkpoint after iteration \d+', out), out[-3000:]
+        assert f'Slurm job {job} requeued' in out
+        wait_for(lambda: job_state(env, job).get('JobState') == 'PENDING', 120, 'pending state')
+        subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=env, check=True)
+        after_requeue = lambda: read_log().partition('Slurm requeued this job (1 times)')[2]  # noqa: E731
+        wait_for(lambda: 'Epoch(train)' in after_requeue(), 300, 'training after the requeue')
+        subprocess.run(['scancel', job], env=env, check=True)
+        wait_for(lambda: job_state(env, job).get('JobState') not in ('RUNNING', 'COMPLETING'), 120, 'cancel')
+        state = job_state(env, job)
+        out = after_requeue()
+        assert (state['JobState'], state['Restarts']) == ('CANCELLED', '1'), out[-3000:]
+        assert re.search(r'SIGTERM received; saving a checkpoint after iteration \d+', out), out[-3000:]
+        assert f'Slurm job {job} is not requeued: SIGTERM before its time limit comes from scancel' in out
+    finally:
+        subprocess.run(['scancel', job], env=env)
