@@ -66,8 +66,9 @@ class RandomStateHook(Hook):
     numbers after a resume differ from those of an uninterrupted run. The states are
     captured after each training iteration and epoch (before the checkpoint hook, which runs
     last), gathered from all ranks, and restored when the resumed training starts (after a
-    mid-epoch checkpoint: once the loop has skipped the batches it trained), each rank its own (in a distributed run: one all-gather of a few KB per iteration). A checkpoint
-    from another number of ranks restores nothing (with a warning).
+    mid-epoch checkpoint: once the loop has skipped the batches it trained), each rank its own
+    (in a distributed run: one all-gather of a few KB per iteration). A checkpoint from another
+    number of ranks restores nothing (with a warning).
 
     Exact continuation also needs the data loader's workers to replay the same augmentations:
     mmengine seeds them from the seed alone, so that holds with ``num_workers >= 1`` and
@@ -188,14 +189,19 @@ class Preempted(SystemExit):
         self.checkpoint = checkpoint
 
 
+def slurm_job_fields(job_id: str, env: Optional[dict] = None) -> dict:
+    """``scontrol show job``'s fields of job ``job_id`` (JobState, Reason, Restarts, ...);
+    empty when Slurm does not know the job."""
+    shown = subprocess.run(['scontrol', '-o', 'show', 'job', job_id], env=env, capture_output=True, text=True)
+    return dict(field.split('=', 1) for field in shown.stdout.split() if '=' in field)
+
+
 def requeue_slurm_job(job_id: str, signum: int) -> str:
     """Asks Slurm to requeue batch job ``job_id`` after signal ``signum``, unless that was a
     SIGTERM without a time limit: a ``scancel`` (which must stay cancelled; Slurm reports it as
     COMPLETING with no reason, like a preemption, which Slurm requeues itself where the
     partition's ``PreemptMode`` is REQUEUE). Returns what happened, for the log."""
-    shown = subprocess.run(['scontrol', '-o', 'show', 'job', job_id], capture_output=True, text=True)
-    fields = dict(field.split('=', 1) for field in shown.stdout.split() if '=' in field)
-    if signum == signal.SIGTERM and fields.get('Reason') != 'TimeLimit':
+    if signum == signal.SIGTERM and slurm_job_fields(job_id).get('Reason') != 'TimeLimit':
         return (f'Slurm job {job_id} is not requeued: SIGTERM before its time limit comes from scancel (or a '
                 'preemption, which Slurm requeues itself where configured)')
     proc = subprocess.run(['scontrol', 'requeue', job_id], capture_output=True, text=True)
@@ -286,6 +292,11 @@ class PreemptionHook(Hook):
 
 
 # ------------------------------------------------------------------------------- stalled ranks
+#: Seconds without progress after which :class:`StallWatchdogHook` stops a rank (the default of
+#: ``tools/train.py --stall-timeout`` and ``tools/test.py --stall-timeout``).
+DEFAULT_STALL_TIMEOUT = 600.0
+
+
 @HOOKS.register_module()
 class StallWatchdogHook(Hook):
     """Stops a job in which a rank makes no progress, with every rank's Python stacks in the log.
@@ -294,20 +305,21 @@ class StallWatchdogHook(Hook):
     iteration) at least every ``timeout`` seconds; the time a metric takes to compute after the
     last validation or test batch does not count. When that time passes, the rank writes which
     rank it is, where it was last seen and the stack of each of its threads to standard error
-    (the job's log under Slurm and torchrun; each line labelled ``[rank N]``) and to its log file, waits ``exit_delay`` seconds
-    (so the ranks waiting for it in a collective reach their own timeout and write their
-    stacks too) and exits with code 124. Should the watchdog thread itself not get to run
+    (the job's log under Slurm and torchrun; each line labelled ``[rank N]``) and to its log
+    file, waits ``exit_delay`` seconds (so the ranks waiting for it in a collective reach their
+    own timeout and write their stacks too) and exits with code 124. Should the watchdog thread itself not get to run
     (a stall that holds the GIL), faulthandler writes the stacks and exits (code 1)
     ``timeout + 60`` seconds after the last progress.
 
     Args:
-        timeout (float): Seconds without progress before the rank stops. Defaults to 600.
+        timeout (float): Seconds without progress before the rank stops. Defaults to
+            :data:`DEFAULT_STALL_TIMEOUT` (600).
         exit_delay (float): Seconds between writing the stacks and exiting. Defaults to 10.
     """
     priority = 'LOWEST'
     EXIT_CODE = 124
 
-    def __init__(self, timeout: float = 600.0, exit_delay: float = 10.0) -> None:
+    def __init__(self, timeout: float = DEFAULT_STALL_TIMEOUT, exit_delay: float = 10.0) -> None:
         if not timeout > 0 or not exit_delay >= 0:
             raise ValueError(f'StallWatchdogHook(timeout={timeout!r}, exit_delay={exit_delay!r}): timeout must be '
                              '> 0 seconds and exit_delay >= 0')

@@ -16,6 +16,7 @@ from mmengine.model import is_model_wrapper
 
 from .checkpoint import trust_checkpoints
 from .data.checks import DatasetError, check_datasets
+from .hooks import DEFAULT_STALL_TIMEOUT
 from .models.base import check_state_dict_fits, unwrap_state_dict
 
 #: The libraries a config can belong to (its ``default_scope``).
@@ -155,16 +156,15 @@ def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[
     return cfg
 
 
-#: Seconds without progress after which :class:`~convmlp_mm.hooks.StallWatchdogHook` stops a run
-#: of ``tools/train.py`` or ``tools/test.py`` (``--stall-timeout``).
-DEFAULT_STALL_TIMEOUT = 600.0
+STALL_HELP = ("stop the job when a rank makes no progress for this long, with every rank's stacks in the log "
+              f"(default: the config's StallWatchdogHook, else {DEFAULT_STALL_TIMEOUT:g}; 0: never)")
 
 
 def add_run_hooks(cfg: Config, stall_timeout: Optional[float], preemption: bool) -> None:
     """Adds :class:`~convmlp_mm.hooks.StallWatchdogHook` (and, with ``preemption``,
     :class:`~convmlp_mm.hooks.PreemptionHook`) to ``cfg.custom_hooks`` unless the config lists
     them already. ``stall_timeout``: seconds, 0 for no watchdog, None for the config's hook or
-    :data:`DEFAULT_STALL_TIMEOUT`.
+    :data:`~convmlp_mm.hooks.DEFAULT_STALL_TIMEOUT`.
 
     Raises:
         ValueError: a negative ``stall_timeout``.
@@ -186,6 +186,6 @@ def slurm_restarts() -> int:
     return int(count) if count.isdigit() else 0
 
 
-__all__ = ['DEFAULT_STALL_TIMEOUT', 'SCOPES', 'TRUST_HELP', 'DatasetError', 'ResumeFitsHook', 'add_run_hooks',
-           'check_scope', 'enable_amp', 'find_resume_checkpoint', 'finish_distributed', 'keep_freed_memory',
+__all__ = ['DEFAULT_STALL_TIMEOUT', 'SCOPES', 'STALL_HELP', 'TRUST_HELP', 'DatasetError', 'ResumeFitsHook',
+           'add_run_hooks', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'finish_distributed', 'keep_freed_memory',
            'load_config', 'slurm_restarts', 'trust_from']

@@ -20,6 +20,8 @@ import subprocess
 import time
 from typing import Dict, Iterator
 
+from convmlp_mm.hooks import slurm_job_fields
+
 PACKAGES = ['slurmctld', 'slurmd', 'slurm-client', 'munge']
 
 
@@ -132,6 +134,5 @@ def slurm_cluster(root: str) -> Iterator[Dict[str, str]]:
 
 
 def job_state(env: Dict[str, str], job_id: str) -> Dict[str, str]:
-    """``scontrol show job``'s fields (JobState, Restarts, ExitCode, ...)."""
-    out = subprocess.run(['scontrol', '-o', 'show', 'job', job_id], env=env, capture_output=True, text=True).stdout
-    return dict(field.split('=', 1) for field in out.split() if '=' in field)
+    """``scontrol show job``'s fields (JobState, Restarts, ExitCode, ...) on this cluster."""
+    return slurm_job_fields(job_id, env)

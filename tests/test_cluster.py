@@ -271,29 +271,40 @@ def test_slurm_test_two_cpu_tasks_report_metrics_once(slurm_run, cluster, data):
     assert out.count('metrics:') == 1 and re.search(r'accuracy/top1: \d', out), out[-2000:]
 
 
+def submit_training(cluster, data, name, options, sbatch_options=''):
+    """sbatch of a 2-task tools/slurm_train.sh job (requeueable, its output appended to one
+    file); returns the job id, its work dir, a reader of its output and the clients' environment."""
+    work, log = data / f'slurm_{name}', data / f'slurm_{name}.out'
+    script = data / f'{name}.sh'
+    script.write_text(textwrap.dedent(f'''\
+        #!/bin/bash
+        #SBATCH --partition={PARTITION} --ntasks=2 --cpus-per-task=1 --requeue --open-mode=append {sbatch_options}
+        #SBATCH --output={log}
+        exec bash {ROOT}/tools/slurm_train.sh {PARTITION} convmlp-{name} {CLS} {work} {' '.join(options)}
+        '''))
+    env = slurm_env(cluster)
+    job = subprocess.run(['sbatch', '--parsable', f'--chdir={data}', str(script)], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip().split(';')[0]
+    return job, work, lambda: open(log).read() if osp.exists(log) else '', env
+
+
+def start_requeued_job_now(env, job):
+    """Waits until Slurm has requeued ``job``, then lets it start at once: a requeued job may
+    start no sooner than about two minutes later, and the tests do not wait for that."""
+    wait_for(lambda: job_state(env, job).get('Restarts') == '1', 300, 'requeue')
+    wait_for(lambda: job_state(env, job).get('JobState') == 'PENDING', 120, 'pending state')
+    subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=env, check=True)
+
+
 def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm_run, cluster, data):
     """sbatch runs slurm_train.sh; `scancel --signal=USR1` (what `--signal=USR1@N` sends before a
     time limit) mid-run: the tasks save iter_N.pth, Slurm requeues the job, the requeued job
     resumes by itself and ends with the uninterrupted run's weights."""
     reference, _ = slurm_run
-    work, log = data / 'slurm_preempted', data / 'slurm_preempted.out'
-    script = data / 'job.sh'
-    script.write_text(textwrap.dedent(f'''\
-        #!/bin/bash
-        #SBATCH --partition={PARTITION} --ntasks=2 --cpus-per-task=1 --requeue --open-mode=append
-        #SBATCH --output={log}
-        exec bash {ROOT}/tools/slurm_train.sh {PARTITION} convmlp-preempted {CLS} {work} {' '.join(SLURM_OPTIONS)}
-        '''))
-    env = slurm_env(cluster)
-    job = subprocess.run(['sbatch', '--parsable', f'--chdir={data}', str(script)], env=env, capture_output=True,
-                         text=True, check=True).stdout.strip().split(';')[0]
-    read_log = lambda: open(log).read() if osp.exists(log) else ''  # noqa: E731
+    job, work, read_log, env = submit_training(cluster, data, 'preempted', SLURM_OPTIONS)
     wait_for(lambda: 'Epoch(train) [2][' in read_log(), 600, 'second epoch')
     subprocess.run(['scancel', '--signal=USR1', job], env=env, check=True)
-    wait_for(lambda: job_state(env, job).get('Restarts') == '1', 300, 'requeue')
-    # a requeued job may start no sooner than about two minutes later; the test does not wait
-    wait_for(lambda: job_state(env, job).get('JobState') == 'PENDING', 120, 'pending state')
-    subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=env, check=True)
+    start_requeued_job_now(env, job)
     wait_for(lambda: job_state(env, job).get('JobState') in ('COMPLETED', 'FAILED', 'CANCELLED'), 900, 'job end')
     out = read_log()
     assert job_state(env, job)['JobState'] == 'COMPLETED', out[-4000:]
@@ -308,28 +319,15 @@ def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm
 def test_slurm_time_limit_requeues_and_scancel_does_not(cluster, data):
     """A job past its time limit (Slurm's SIGTERM, reason TimeLimit) saves and is requeued; the
     requeued job, cancelled with a plain `scancel` (SIGTERM too), saves and stays cancelled."""
-    work, log = data / 'slurm_limited', data / 'slurm_limited.out'
     options = ['--cfg-options', *OPTIONS, 'train_cfg.max_epochs=1000', 'train_cfg.val_interval=1000',
                'default_hooks.checkpoint.interval=1000', 'train_dataloader.num_workers=0']
-    script = data / 'limited.sh'
-    script.write_text(textwrap.dedent(f'''\
-        #!/bin/bash
-        #SBATCH --partition={PARTITION} --ntasks=2 --cpus-per-task=1 --requeue --open-mode=append --time=1
-        #SBATCH --output={log}
-        exec bash {ROOT}/tools/slurm_train.sh {PARTITION} convmlp-limited {CLS} {work} {' '.join(options)}
-        '''))
-    env = slurm_env(cluster)
-    job = subprocess.run(['sbatch', '--parsable', f'--chdir={data}', str(script)], env=env, capture_output=True,
-                         text=True, check=True).stdout.strip().split(';')[0]
-    read_log = lambda: open(log).read() if osp.exists(log) else ''  # noqa: E731
+    job, _, read_log, env = submit_training(cluster, data, 'limited', options, '--time=1')
     try:
         # the limit is one minute; Slurm enforces it within about half a minute more
-        wait_for(lambda: job_state(env, job).get('Restarts') == '1', 300, 'requeue at the time limit')
-        out = read_log()
+        start_requeued_job_now(env, job)
+        out = read_log().partition('Slurm requeued this job (1 times)')[0]
         assert re.search(r'SIGTERM received; saving a checkpoint after iteration \d+', out), out[-3000:]
         assert f'Slurm job {job} requeued' in out
-        wait_for(lambda: job_state(env, job).get('JobState') == 'PENDING', 120, 'pending state')
-        subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=env, check=True)
         after_requeue = lambda: read_log().partition('Slurm requeued this job (1 times)')[2]  # noqa: E731
         wait_for(lambda: 'Epoch(train)' in after_requeue(), 300, 'training after the requeue')
         subprocess.run(['scancel', job], env=env, check=True)

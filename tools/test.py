@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.checkpoint import CheckpointError
-from convmlp_mm.runtime import (DEFAULT_STALL_TIMEOUT, TRUST_HELP, DatasetError, add_run_hooks, finish_distributed,
+from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, DatasetError, add_run_hooks, finish_distributed,
                                 keep_freed_memory, load_config)
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
@@ -27,9 +27,7 @@ parser.add_argument('--show-dir', help='draw predictions into WORK_DIR/TIMESTAMP
 parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                     help='override config entries, e.g. test_evaluator.classwise=True')
 parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
-parser.add_argument('--stall-timeout', type=float, metavar='SECONDS',
-                    help='stop the job when a rank makes no progress for this long, with every rank\'s stacks '
-                    f'in the log (default: the config\'s StallWatchdogHook, else {DEFAULT_STALL_TIMEOUT:g}; 0: never)')
+parser.add_argument('--stall-timeout', type=float, metavar='SECONDS', help=STALL_HELP)
 parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
 parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
 

@@ -22,7 +22,7 @@ from mmengine.runner import Runner
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.checkpoint import CheckpointError
 from convmlp_mm.hooks import Preempted
-from convmlp_mm.runtime import (DEFAULT_STALL_TIMEOUT, TRUST_HELP, DatasetError, ResumeFitsHook, add_run_hooks,
+from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, DatasetError, ResumeFitsHook, add_run_hooks,
                                 enable_amp, find_resume_checkpoint, finish_distributed, keep_freed_memory,
                                 load_config, slurm_restarts)
 
@@ -37,9 +37,7 @@ parser.add_argument('--auto-scale-lr', action='store_true',
 parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                     help='override config entries, e.g. train_cfg.max_epochs=1')
 parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
-parser.add_argument('--stall-timeout', type=float, metavar='SECONDS',
-                    help='stop the job when a rank makes no progress for this long, with every rank\'s stacks '
-                    f'in the log (default: the config\'s StallWatchdogHook, else {DEFAULT_STALL_TIMEOUT:g}; 0: never)')
+parser.add_argument('--stall-timeout', type=float, metavar='SECONDS', help=STALL_HELP)
 parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
 parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
 
@@ -55,8 +53,9 @@ def main() -> None:
         parser.exit(2, f'error: {error}\n')
     except ValueError as error:  # a malformed trusted_checkpoints entry or --stall-timeout
         parser.exit(2, f'error: {error}\n')
-    if args.resume is None and slurm_restarts():
-        print(f'Slurm requeued this job ({slurm_restarts()} times): resuming from {cfg.work_dir}', flush=True)
+    restarts = slurm_restarts()
+    if args.resume is None and restarts:
+        print(f'Slurm requeued this job ({restarts} times): resuming from {cfg.work_dir}', flush=True)
         args.resume = 'auto'
     if args.amp:
         enable_amp(cfg)
