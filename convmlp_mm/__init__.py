@@ -8,7 +8,7 @@ from . import checkpoint  # noqa: F401  (every checkpoint read weights-only, wit
 from . import hooks  # noqa: F401  (RandomStateHook, FiniteLossHook, PreemptionHook, StallWatchdogHook)
 from . import optim  # noqa: F401  (BackboneLayerDecayOptimWrapperConstructor)
 from .checkpoint import trust_checkpoint
-from .models import ConvMLP, MLPClassifier, PureMLP, fuse, mmpretrain_to_published, published_to_mmpretrain
+from .models import ConvMLP, MLPClassifier, PureMLP, fuse, mmpretrain_to_published, prepare_inference, published_to_mmpretrain
 
 __version__ = '0.1.0'
-__all__ = ['trust_checkpoint', 'ConvMLP', 'PureMLP', 'MLPClassifier', 'fuse', 'published_to_mmpretrain', 'mmpretrain_to_published']
+__all__ = ['trust_checkpoint', 'ConvMLP', 'PureMLP', 'MLPClassifier', 'fuse', 'prepare_inference', 'published_to_mmpretrain', 'mmpretrain_to_published']

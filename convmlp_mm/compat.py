@@ -15,6 +15,13 @@ mmengine 0.10.x, mmcv 2.1. Version-dependent behaviour is detected here, never e
 - :data:`NUMPY_CORE` -- numpy 2 moved ``numpy.core`` to ``numpy._core`` (the old name warns).
 - :func:`disabled_grad_scaler` -- ``torch.amp.GradScaler`` exists since torch 2.3; before, only
   ``torch.cuda.amp.GradScaler``.
+- :data:`CPU_NATIVE_BF16` -- whether this CPU runs bfloat16 matrix products natively (oneDNN's
+  check: AVX512-BF16 or AMX). Without them, bfloat16 convolutions and matrix products fall back
+  to reference loops, 10-300x slower than float32 (measured on an AVX2 CPU), so the tools warn
+  before they run bfloat16 there.
+- :func:`onnx_export_kwargs` -- ``torch.onnx.export`` takes ``dynamo`` since torch 2.5 and
+  defaults it to True since 2.9; we export with the TorchScript-based exporter on every torch
+  (``dynamic_axes``, no onnxscript needed).
 
 The shims: the pinned stack's mmengine 0.10.7 assumes CUDA (shims 2-5 apply only on a machine
 without CUDA), and its checkpoint writes are not safe against kills (shim 6, on every version).
@@ -148,6 +155,22 @@ def _safe_globals_by_name() -> bool:
 
 
 HAS_SAFE_GLOBALS_BY_NAME = _safe_globals_by_name()
+
+
+def _cpu_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+CPU_NATIVE_BF16 = _cpu_native_bf16()
+
+
+def onnx_export_kwargs() -> dict:
+    """Extra ``torch.onnx.export`` arguments that select the TorchScript-based exporter."""
+    import inspect
+    return dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
 NUMPY_CORE = 'numpy._core' if int(np.__version__.split('.')[0]) >= 2 else 'numpy.core'
 
 

@@ -52,6 +52,9 @@ class MultiStageBackbone(BaseModule):
     """
     strides = (4, 8, 16, 32)
     num_stages = 4
+    #: Memory format of the maps ``forward`` returns: contiguous NCHW; channels-last after
+    #: :func:`~convmlp_mm.models.fusion.prepare_inference` (the layout they are computed in).
+    out_memory_format = torch.contiguous_format
     #: mmengine's BaseModule property, which TorchScript need not compile
     __jit_unused_properties__ = ['is_init']
 

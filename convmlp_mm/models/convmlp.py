@@ -199,7 +199,7 @@ class ConvMLP(MultiStageBackbone):
     @torch.jit.unused  # variable-length tuples are not TorchScript; scripted models use forward_maps
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         feats = self.forward_maps(x)
-        return tuple(feats[i].contiguous() for i in self.out_indices)
+        return tuple(feats[i].contiguous(memory_format=self.out_memory_format) for i in self.out_indices)
 
     def forward_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
         """All of F1-F4 as NCHW views, some of them of channels-last memory (``forward`` makes the

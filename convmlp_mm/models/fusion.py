@@ -4,11 +4,16 @@
 (the tokenizer and the conv-stage blocks) into that convolution, and the affine part of every
 LayerNorm that feeds a channel MLP into the MLP's first linear layer. The model must be in
 eval mode and is changed in place; train the unfused model.
+
+:func:`prepare_inference` is the whole-model step of ``tools/test.py`` and ``tools/infer.py``:
+eval mode, every backbone of ours fused, and the whole model (neck and heads included) in
+channels-last memory, oneDNN's native layout on the CPU.
 """
 import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .base import MultiStageBackbone
 from .layers import MLPBlock
 
 
@@ -40,4 +45,29 @@ def fuse(model: nn.Module) -> nn.Module:
         if isinstance(module, MLPBlock) and module.norm1.elementwise_affine:
             _fold_layernorm(module.norm1, module.channel_mlp1.fc1)
             _fold_layernorm(module.norm2, module.channel_mlp2.fc1)
+    return model
+
+
+def prepare_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    """Prepares a whole model (detector, segmentor, classifier or a bare backbone) for inference,
+    in place: eval mode and every ConvMLP/Pure-MLP backbone in it fused (:func:`fuse`); with
+    ``channels_last``, every 4-D weight in channels-last memory and our backbones returning
+    channels-last feature maps, so that the neck's and heads' convolutions (ResNet backbones'
+    too) run without layout reorders. The outputs are the same up to float rounding.
+
+    Args:
+        model (nn.Module): The model; train it before, not after.
+        channels_last (bool): Convert to channels-last memory. Defaults to True.
+
+    Returns:
+        nn.Module: ``model``.
+    """
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, MultiStageBackbone):
+            fuse(module)
+            if channels_last:
+                module.out_memory_format = torch.channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     return model
