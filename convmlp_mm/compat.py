@@ -75,10 +75,12 @@ not apply.
    skipped batches consumes random numbers (augmentations without workers, new data loader
    iterators). Resuming from an epoch boundary is unchanged. On every version.
 """
+import logging
 import os
 import os.path as osp
 import subprocess
 import warnings
+from typing import Optional
 
 import mmcv.cnn  # noqa: F401  (registers mmcv's SyncBN first, so that ours below replaces it)
 import numpy as np
@@ -167,6 +169,16 @@ def _cpu_native_bf16() -> bool:
 CPU_NATIVE_BF16 = _cpu_native_bf16()
 
 
+def emulated_bf16_warning() -> Optional[str]:
+    """A warning to print before bfloat16 runs on this machine's CPU, or None where the CPU has
+    native bfloat16 (or a GPU will run it)."""
+    if CPU_NATIVE_BF16 or torch.cuda.is_available():
+        return None
+    capability = getattr(getattr(torch.backends, 'cpu', None), 'get_cpu_capability', lambda: 'unknown')()
+    return (f'bfloat16 on this CPU ({capability}, no AVX512-BF16/AMX) runs in reference loops, not oneDNN: '
+            'expect it to be 10x or more slower than float32; drop --amp (or use OptimWrapper) for speed')
+
+
 def onnx_export_kwargs() -> dict:
     """Extra ``torch.onnx.export`` arguments that select the TorchScript-based exporter."""
     import inspect
@@ -235,6 +247,8 @@ class AmpOptimWrapper(_AmpOptimWrapper):
         if dtype not in (None, 'bfloat16', torch.bfloat16):
             raise ValueError(f'AmpOptimWrapper(dtype={dtype!r}) on the CPU: only bfloat16 is supported')
         OptimWrapper.__init__(self, **kwargs)
+        if emulated_bf16_warning():
+            print_log(f'AmpOptimWrapper: {emulated_bf16_warning()}', logger='current', level=logging.WARNING)
         self._scale_update_param = None
         self.loss_scaler = disabled_grad_scaler()
         self.cast_dtype = torch.bfloat16

@@ -14,6 +14,9 @@
 - :class:`StallWatchdogHook`: a rank that makes no progress for ``timeout`` seconds writes
   the Python stack of each of its threads to the log and exits with code 124, instead of
   waiting for the collective timeout.
+
+``tools/test.py`` also adds :class:`PrepareInferenceHook`, which prepares the loaded model for
+inference (:func:`convmlp_mm.prepare_inference`) before testing.
 """
 import faulthandler
 import logging
@@ -431,3 +434,24 @@ class StallWatchdogHook(Hook):
 
     def after_test(self, runner) -> None:
         self._finish()
+
+
+@HOOKS.register_module()
+class PrepareInferenceHook(Hook):
+    """Before testing, after the checkpoint is loaded: :func:`~convmlp_mm.prepare_inference` on
+    the model (eval mode, our backbones fused, with ``channels_last`` the whole model in
+    channels-last memory). For test runs only: the model is changed in place and cannot train
+    afterwards.
+
+    Args:
+        channels_last (bool): Convert the whole model to channels-last memory. Defaults to True.
+    """
+    priority = 'VERY_LOW'
+
+    def __init__(self, channels_last: bool = True) -> None:
+        self.channels_last = channels_last
+
+    def before_test(self, runner) -> None:
+        from .models.fusion import prepare_inference
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        prepare_inference(model, self.channels_last)

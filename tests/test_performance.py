@@ -69,13 +69,27 @@ def test_compiled_backbone_matches():
 
 
 def test_benchmark_quick_smoke(tmp_path):
+    """The CI form of tools/benchmark.py: every section, with the precisions of the GPU table
+    (fp16 where CPU autocast has it) measured on the CPU."""
+    from convmlp_mm.compat import CPU_AUTOCAST_DTYPES
     out = tmp_path / 'bench.json'
-    text = subprocess.run([sys.executable, osp.join(ROOT, 'tools/benchmark.py'), '--quick', '--out', str(out)],
-                          capture_output=True, text=True, check=True).stdout
+    extra = ['bf16'] + (['fp16'] if torch.float16 in CPU_AUTOCAST_DTYPES else [])
+    text = subprocess.run([sys.executable, osp.join(ROOT, 'tools/benchmark.py'), '--quick', '--out', str(out),
+                           '--precisions', *extra], capture_output=True, text=True, check=True).stdout
     report = json.load(open(out))
     sections = {r['section'] for r in report['rows']}
-    assert sections == {'forward', 'train step', 'inference', 'scaling', 'forward, default allocator',
+    assert sections == {'forward', 'train step', 'inference', 'tensor outputs, pytorch', 'tensor outputs, onnxruntime',
+                        'ddp train step, 2 processes', 'scaling', 'forward, default allocator',
                         'scaling, default allocator'}
-    assert report['matmul_peak_gflops'] > 0 and 'speedup_over_published' in report['summary']
-    assert '| section | model |' in text
-    assert 'speedup_over_published_default_allocator' in report['summary']
+    assert set(report['matmul_peak_gflops']) == {'fp32', *extra} and min(report['matmul_peak_gflops'].values()) > 0
+    precisions = {(r['section'], r['precision']) for r in report['rows']}
+    for d in extra:
+        assert {('forward', f'{d} autocast'), ('forward', f'{d} weights, prepared'), ('train step', f'{d} autocast'),
+                ('inference', f'{d} autocast, prepared')} <= precisions
+    assert ('inference', 'fp32, prepared') in precisions
+    rows = [r for r in report['rows'] if 'of_peak' in r]
+    assert rows and all(0 < r['of_peak'] for r in rows)
+    summary = report['summary']
+    assert {'forward_over_published_128x192', 'train_step_over_published_128x128', 'bf16_weights_forward_over_fp32_128x128',
+            'bf16_train_step_over_fp32_128x128', 'retinanet_convmlp-s_fpn_1x_coco onnxruntime over pytorch'} <= set(summary)
+    assert '| section | model | precision |' in text and '| ratio | value |' in text

@@ -1,20 +1,25 @@
 """Draw a detection, segmentation or classification checkpoint's predictions on any images, as PNG files.
 
-    python tools/infer.py CONFIG CHECKPOINT IMAGE [IMAGE ...] [--out-dir DIR] [--score-thr 0.3]
+    python tools/infer.py CONFIG CHECKPOINT IMAGE [IMAGE ...] [--out-dir DIR] [--score-thr 0.3] [--amp]
 
 Uses mmdet's / mmseg's / mmpretrain's inference APIs and the config's visualizer; grayscale and
-RGBA files are read as colour images.
+RGBA files are read as colour images. The model is prepared for inference
+(:func:`convmlp_mm.prepare_inference`); ``--amp`` runs it under autocast (bfloat16 on the CPU,
+float16 on GPUs).
 """
 import argparse
 import os
 import os.path as osp
 
 import mmcv
+import torch
 from mmengine.config import Config
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.data.checks import DatasetError, check_image
+from convmlp_mm import prepare_inference
 from convmlp_mm.checkpoint import CheckpointError
+from convmlp_mm.compat import emulated_bf16_warning
 from convmlp_mm.runtime import TRUST_HELP, check_scope, keep_freed_memory, trust_from
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -25,6 +30,7 @@ parser.add_argument('--out-dir', default='outputs/predictions', help='where the 
 parser.add_argument('--score-thr', type=float, default=0.3, help='detections below this score are not drawn')
 parser.add_argument('--device', default='cpu')
 parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
+parser.add_argument('--amp', action='store_true', help='autocast: bfloat16 on the CPU, float16 on GPUs')
 parser.add_argument('--montage', help='also write all pictures, enlarged, into this one PNG')
 
 
@@ -78,6 +84,11 @@ def main() -> None:
         model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')
+    prepare_inference(model)
+    device_type = torch.device(args.device).type
+    if args.amp and device_type == 'cpu' and emulated_bf16_warning():
+        print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)
+    autocast_dtype = torch.bfloat16 if device_type == 'cpu' else torch.float16
     visualizer = visualizers.build(dict(cfg.visualizer, name='infer', vis_backends=None))
     # mmdet and mmseg models carry dataset_meta; mmpretrain's init_model sets _dataset_meta
     meta = model.dataset_meta if hasattr(model, 'dataset_meta') else model._dataset_meta
@@ -86,7 +97,8 @@ def main() -> None:
     written = []
     for path in args.images:
         image = mmcv.imread(path)  # BGR, as the pipelines read it
-        result = infer(model, image)
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=args.amp):
+            result = infer(model, image)
         out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
         scope = check_scope(cfg, args.config)
         if scope == 'mmpretrain':  # small images: drawn at 4x so that the label fits

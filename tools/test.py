@@ -1,7 +1,11 @@
 """Evaluate a checkpoint on a config's test set (mmdet, mmseg or mmpretrain config).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-options ...]
+    python tools/test.py CONFIG CHECKPOINT [--amp] [--work-dir DIR] [--show-dir DIR] [--cfg-options ...]
                                            [--stall-timeout SECONDS] [--launcher {none,pytorch,slurm,mpi}]
+
+The loaded model is prepared for inference (:func:`convmlp_mm.prepare_inference`: our backbones
+fused, the whole model in channels-last memory); ``--amp`` runs it under autocast (bfloat16 on
+the CPU, float16 on GPUs).
 
 Several GPUs (or CPU processes): ``tools/dist_test.sh``; on Slurm: ``tools/slurm_test.sh``. A rank
 that makes no progress for ``--stall-timeout`` seconds writes its stacks to the log and stops.
@@ -16,12 +20,15 @@ from mmengine.runner import Runner
 
 import convmlp_mm  # noqa: F401  (compat shims, registration)
 from convmlp_mm.checkpoint import CheckpointError
+from convmlp_mm.compat import emulated_bf16_warning
+from convmlp_mm.hooks import PrepareInferenceHook
 from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, DatasetError, add_run_hooks, finish_distributed,
                                 keep_freed_memory, load_config)
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
 parser.add_argument('config', help='config file')
 parser.add_argument('checkpoint', help='checkpoint file')
+parser.add_argument('--amp', action='store_true', help='autocast: bfloat16 on the CPU, float16 on GPUs')
 parser.add_argument('--work-dir', help='where the metrics log goes (default: work_dirs/CONFIG_NAME)')
 parser.add_argument('--show-dir', help='draw predictions into WORK_DIR/TIMESTAMP/SHOW_DIR')
 parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
@@ -46,12 +53,17 @@ def main() -> None:
     except ValueError as error:  # a malformed trusted_checkpoints entry or --stall-timeout
         parser.exit(2, f'error: {error}\n')
     cfg.load_from = args.checkpoint
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'), fp16=True)  # mmengine's autocast
+        if emulated_bf16_warning():
+            print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)
     if args.show_dir:
         visualization = cfg.default_hooks.get('visualization')
         if visualization is None:
             parser.error(f'{args.config} has no visualization hook for --show-dir')
         visualization.update(draw=True, test_out_dir=args.show_dir)
     runner = Runner.from_cfg(cfg)
+    runner.register_hook(PrepareInferenceHook())
     try:
         metrics = runner.test()
     except CheckpointError as error:

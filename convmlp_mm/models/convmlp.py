@@ -205,13 +205,16 @@ class ConvMLP(MultiStageBackbone):
         """All of F1-F4 as NCHW views, some of them of channels-last memory (``forward`` makes the
         ones it returns contiguous). Scriptable: the timm models use it."""
         check_images(x, self.in_channels)
-        # Channels-last memory: the convolutions run without layout reorders (about 1.2-1.4x
-        # faster on CPU than NCHW) and the conv stage's output is already NHWC in memory.
-        x = x.contiguous(memory_format=torch.channels_last)
-        x = self.tokenizer(x)  # (N, C, H/4, W/4), channels-last memory
+        # Inference in channels-last memory: the convolutions run without layout reorders (about
+        # 1.2-1.4x faster forward on CPU than NCHW) and the conv stage's output is NHWC in memory.
+        # Training keeps the input's NCHW: oneDNN's backward of dense 3x3 convolutions is 1.5-2.8x
+        # slower in channels-last (measured, CPU), and the whole training step 1.4x slower.
+        if not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.tokenizer(x)  # (N, C, H/4, W/4)
         feats = [x]
         if self.conv_stages is not None:
-            x = self.conv_stages(x)  # (N, D0, H/8, W/8), channels-last memory
+            x = self.conv_stages(x)  # (N, D0, H/8, W/8)
             feats.append(x)
         x = x.permute(0, 2, 3, 1)  # NCHW -> NHWC, a view (N, H', W', C')
         last = len(self.stages) - 1
