@@ -13,7 +13,7 @@ EXTRAS = {
     'seg': [MMCV, 'mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
     'cls': [MMCV, 'mmpretrain>=1.2.0,<1.3'],
     'timm': ['timm>=1.0,<1.1', 'torchvision'],
-    'deploy': ['onnxruntime>=1.16'],  # tools/deployment/export_onnx.py --check, the benchmark's ONNX rows
+    'deploy': ['onnx', 'onnxruntime>=1.16'],  # tools/deployment/export_onnx.py (--check), the benchmark's ONNX rows
     'tests': ['pytest', 'openmim>=0.3.9'],
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -74,7 +74,16 @@ not apply.
    :class:`~convmlp_mm.hooks.RandomStateHook` restores the random state, because drawing the
    skipped batches consumes random numbers (augmentations without workers, new data loader
    iterators). Resuming from an epoch boundary is unchanged. On every version.
+10. ``mmcv.ops.roi_align.roi_align`` (Mask R-CNN's RoI extractors) reads its input's memory as
+    contiguous NCHW without checking: a channels-last feature map (a model after
+    :func:`convmlp_mm.prepare_inference`) gave wrong RoI features (max difference 0.83 on
+    uniform input), and its CPU kernel has no bfloat16 (``"ROIAlign_forward" not implemented
+    for 'BFloat16'`` under CPU autocast). Ours passes it a contiguous NCHW input, in float32 on
+    the CPU for half types (the result is cast back). Likewise ``mmcv.ops.nms.NMSop`` (every
+    detector's NMS) on the CPU takes float32 boxes and scores only (``expected scalar type
+    Float but found BFloat16``): ours casts them. On every version.
 """
+import importlib
 import logging
 import os
 import os.path as osp
@@ -388,3 +397,30 @@ def iter_based_run(self):
 
 
 IterBasedTrainLoop.run = iter_based_run
+
+
+# 10. RoIAlign and NMS of channels-last and bfloat16 features----------------------------------------
+_ROI_ALIGN = importlib.import_module('mmcv.ops.roi_align')  # the module: mmcv.ops.roi_align is its function
+_roi_align = _ROI_ALIGN.roi_align
+
+
+def roi_align(input: torch.Tensor, rois: torch.Tensor, *args):
+    """mmcv's ``roi_align`` on a contiguous NCHW input; float32 on the CPU for half types."""
+    if input.device.type == 'cpu' and input.dtype in (torch.bfloat16, torch.float16):
+        return _roi_align(input.float().contiguous(), rois.float(), *args).to(input.dtype)
+    return _roi_align(input.contiguous(), rois, *args)
+
+
+_ROI_ALIGN.roi_align = roi_align
+_NMS = importlib.import_module('mmcv.ops.nms')
+_nms_forward = _NMS.NMSop.forward
+
+
+def nms_forward(ctx, bboxes: torch.Tensor, scores: torch.Tensor, *args) -> torch.Tensor:
+    """``NMSop.forward`` with float32 boxes and scores on the CPU."""
+    if bboxes.device.type == 'cpu':
+        bboxes, scores = bboxes.float(), scores.float()
+    return _nms_forward(ctx, bboxes, scores, *args)
+
+
+_NMS.NMSop.forward = staticmethod(nms_forward)

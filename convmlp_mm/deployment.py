@@ -14,6 +14,11 @@ graph). Two-stage detectors (Mask R-CNN, Faster R-CNN) are refused: their second
 RoIs of data-dependent boxes after NMS (mmcv's RoIAlign and batched NMS), which the plain
 exporter cannot express; OpenMMLab's mmdeploy has ONNX symbolics and runtime plugins for those
 ops and exports such models whole.
+
+One module is swapped for export: mmseg's ``Upsample`` with a ``scale_factor`` computes its output
+size with ``int()``, which tracing records as a constant (the graph would then resize every input
+to the traced size's maps); :class:`ScaleUpsample` does the same interpolation by scale factor,
+which exports as a dynamic ``Resize``.
 """
 import importlib
 import time
@@ -22,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -56,6 +62,29 @@ def build_model(config: str, checkpoint: Optional[str] = None) -> Tuple[nn.Modul
     return model.eval(), scope
 
 
+class ScaleUpsample(nn.Module):
+    """``F.interpolate`` by ``scale_factor``: mmseg's ``Upsample(scale_factor=s)`` (integer ``s``:
+    the same output size, ``floor(s * size)``, and the same sampling positions) in a form that
+    exports with dynamic sizes."""
+
+    def __init__(self, scale_factor: float, mode: str, align_corners: Optional[bool]) -> None:
+        super().__init__()
+        self.scale_factor, self.mode, self.align_corners = scale_factor, mode, align_corners
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode, align_corners=self.align_corners)
+
+
+def _swap_upsampling(model: nn.Module) -> None:
+    """Replaces, in place, mmseg's integer-factor ``Upsample`` modules by :class:`ScaleUpsample`."""
+    from mmseg.models.utils import Upsample
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if (isinstance(child, Upsample) and not child.size and isinstance(child.scale_factor, float)
+                    and child.scale_factor.is_integer()):
+                setattr(module, name, ScaleUpsample(child.scale_factor, child.mode, child.align_corners))
+
+
 def _flatten(outputs) -> List[torch.Tensor]:
     if isinstance(outputs, torch.Tensor):
         return [outputs]
@@ -67,7 +96,8 @@ class TensorGraph(nn.Module):
     outputs, as one flat tuple (names in :attr:`names`).
 
     Args:
-        model (nn.Module): An mmdet, mmseg or mmpretrain model.
+        model (nn.Module): An mmdet, mmseg or mmpretrain model (an mmseg one has its upsampling
+            modules swapped in place; see the module docstring).
         scope (str): Its library.
         part (str): ``'model'`` or ``'backbone'``.
 
@@ -92,8 +122,10 @@ class TensorGraph(nn.Module):
             self.names = [f'cls_score_{i}' for i in range(levels)] + [f'bbox_pred_{i}' for i in range(levels)]
         elif scope == 'mmseg':
             self.names = ['seg_logits']
+            _swap_upsampling(model)
         else:
             self.names = ['logits']
+        self.eval()  # torch.onnx.export restores the mode it finds, for every submodule
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if self.part == 'backbone':

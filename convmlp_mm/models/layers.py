@@ -30,8 +30,10 @@ def layer_norm(x: torch.Tensor, normalized_shape: List[int], weight: Optional[to
 
 def pad_to_even(x: torch.Tensor) -> torch.Tensor:
     """Zero-pads an NHWC tensor at the bottom/right to even height and width (a leaf of torch.fx
-    graphs: its branch depends on the input's size)."""
+    graphs: its branch depends on the input's size; traced for ONNX without the branch)."""
     h, w = x.shape[1], x.shape[2]
+    if torch.jit.is_tracing():  # sizes are traced values: pad by size-dependent amounts (0 or 1)
+        return F.pad(x, [0, 0, 0, w % 2, 0, h % 2])
     if h % 2 == 1 or w % 2 == 1:
         x = F.pad(x, [0, 0, 0, w % 2, 0, h % 2])
     return x

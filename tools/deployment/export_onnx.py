@@ -11,6 +11,7 @@ returns the network's tensors before post-processing (see :mod:`convmlp_mm.deplo
 mmdeploy; ``--part backbone`` exports their backbone.
 """
 import argparse
+import importlib.util
 import os
 import os.path as osp
 import sys
@@ -38,6 +39,9 @@ def main() -> None:
     h, w = args.shape
     if min(h, w) < 32:
         parser.error(f'--shape {h} {w}: height and width must be at least 32 (the stride of F4)')
+    for package in ['onnx'] + (['onnxruntime'] if args.check else []):
+        if importlib.util.find_spec(package) is None:
+            parser.exit(2, f"error: {package} is not installed: pip install 'convmlp_mm[deploy]' (onnx, onnxruntime)\n")
     if args.checkpoint and not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint {args.checkpoint!r} does not exist')
     try:
