@@ -34,6 +34,27 @@ def test_same_features_and_gradients_as_the_published_layout(arch):
         assert rel_err(param.grad, grads[name].grad) < 1e-4, name
 
 
+@pytest.mark.parametrize('arch', ['s', 'm'])
+def test_training_step_gives_the_published_layouts_gradients(arch):
+    """Training mode (NCHW convolutions, BatchNorm on batch statistics) against the published
+    layout in training mode: the same maps, the same gradients of every parameter (1e-4)."""
+    reference = randomised(arch).train()
+    model = ConvMLP(arch, drop_path_rate=0.).train()
+    model.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith(('norm.', 'head.'))})
+    x = torch.rand(2, 3, 98, 130)
+    ours, theirs = model(x), reference.forward_taps(x)[0]
+    weights = [torch.linspace(-1, 1, f.numel()).view_as(f) for f in theirs]
+    sum((f * w).sum() for f, w in zip(ours, weights)).backward()
+    sum((f * w).sum() for f, w in zip(theirs, weights)).backward()
+    for a, b in zip(ours, theirs):
+        assert rel_err(a, b) < 1e-4
+    grads = dict(reference.named_parameters())
+    for name, param in model.named_parameters():
+        assert param.grad is not None and rel_err(param.grad, grads[name].grad) < 1e-4, name
+    for name, buffer in model.named_buffers():  # the same running statistics after the step
+        assert torch.allclose(buffer.float(), reference.state_dict()[name].float(), atol=1e-5), name
+
+
 @pytest.mark.parametrize('family', [ConvMLP, PureMLP])
 def test_fuse_keeps_outputs(family):
     model = family('s')

@@ -51,12 +51,19 @@ def test_train_then_test(workspace, config):
     out = run([sys.executable, osp.join(ROOT, 'tools/test.py'), path, checkpoint, '--work-dir', str(work_dir),
                '--cfg-options', *TEST.get(config, []), *COMMON], workspace)
     assert ('mIoU' in out) if config.startswith('fpn') else ('bbox_mAP' in out)
+    # --amp: bfloat16 autocast on the prepared (fused, channels-last) model, metrics reported too
+    out = run([sys.executable, osp.join(ROOT, 'tools/test.py'), path, checkpoint, '--work-dir', str(work_dir), '--amp',
+               '--cfg-options', *TEST.get(config, []), *COMMON], workspace)
+    assert ('mIoU' in out) if config.startswith('fpn') else ('bbox_mAP' in out)
     image = str(workspace / ('data/shapes/ade/images/validation/val_00000.jpg' if config.startswith('fpn')
                              else 'data/shapes/coco/val/val_00001.jpg'))
     out = run([sys.executable, osp.join(ROOT, 'tools/infer.py'), path, checkpoint, image,
                '--out-dir', str(work_dir / 'pictures')], workspace)
     picture = str(work_dir / 'pictures' / osp.basename(image).replace('.jpg', '.png'))
     assert picture in out.splitlines() and osp.getsize(picture) > 1000
+    out = run([sys.executable, osp.join(ROOT, 'tools/infer.py'), path, checkpoint, image, '--amp',
+               '--out-dir', str(work_dir / 'pictures-amp')], workspace)
+    assert picture.replace('pictures', 'pictures-amp') in out.splitlines()
 
 
 def test_visualize_features_of_an_untrained_model(workspace):
