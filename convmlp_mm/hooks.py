@@ -16,7 +16,8 @@
   waiting for the collective timeout.
 
 ``tools/test.py`` also adds :class:`PrepareInferenceHook`, which prepares the loaded model for
-inference (:func:`convmlp_mm.prepare_inference`) before testing.
+inference (:func:`convmlp_mm.prepare_inference`) before testing, and with ``--amp`` tests in
+:class:`AmpTestLoop`.
 """
 import faulthandler
 import logging
@@ -35,8 +36,9 @@ import torch
 from mmengine.dist import all_gather_object, all_reduce, barrier, get_rank, get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.registry import HOOKS
-from mmengine.runner import EpochBasedTrainLoop
+from mmengine.registry import HOOKS, LOOPS
+from mmengine.runner import EpochBasedTrainLoop, TestLoop
+from mmengine.structures import BaseDataElement
 
 from .compat import trained_batches_to_skip, write_atomically
 
@@ -455,3 +457,43 @@ class PrepareInferenceHook(Hook):
         from .models.fusion import prepare_inference
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         prepare_inference(model, self.channels_last)
+
+
+def half_to_float(data):
+    """``data`` (tensors, data samples and their fields, lists, tuples, dicts) with every float16 and
+    bfloat16 tensor converted to float32, in place for data samples."""
+    if isinstance(data, torch.Tensor):
+        return data.float() if data.dtype in (torch.float16, torch.bfloat16) else data
+    if isinstance(data, BaseDataElement):
+        for key in data.keys():
+            setattr(data, key, half_to_float(getattr(data, key)))
+        return data
+    if isinstance(data, (list, tuple)):
+        return type(data)(half_to_float(item) for item in data)
+    if isinstance(data, dict):
+        return {key: half_to_float(value) for key, value in data.items()}
+    return data
+
+
+@LOOPS.register_module()
+class AmpTestLoop(TestLoop):
+    """mmengine's ``TestLoop`` under autocast (``fp16=True``: float16 on GPUs, bfloat16 on the
+    CPU) whose predictions reach the metrics and hooks in float32: mmdet's and mmseg's metrics
+    and visualizers call ``.numpy()``, which has no bfloat16. ``tools/test.py --amp`` uses it.
+
+    Args:
+        runner, dataloader, evaluator: as ``TestLoop``'s.
+        fp16 (bool): Autocast. Defaults to True.
+    """
+
+    def __init__(self, runner, dataloader, evaluator, fp16: bool = True) -> None:
+        super().__init__(runner, dataloader, evaluator, fp16=fp16)
+
+    def run_iter(self, idx, data_batch) -> None:
+        model = self.runner.model
+        test_step = model.test_step
+        model.test_step = lambda data: half_to_float(test_step(data))
+        try:
+            super().run_iter(idx, data_batch)
+        finally:
+            del model.test_step  # the class's method again

@@ -299,7 +299,7 @@ def plan(quick: bool, device: str, extra: List[str]) -> Dict[str, object]:
     if quick:
         return dict(sizes=[(128, 192), (128, 128)], backbones=['convmlp-s', 'published convmlp-s', 'fused convmlp-s',
                                                              'puremlp-s', 'r18'],
-                    low=low, low_backbones=['convmlp-s', 'r18'], low_sizes=[(128, 128)],
+                    low=low, low_backbones=['convmlp-s'], low_sizes=[(128, 128)],
                     configs=['retinanet/retinanet_convmlp-s_fpn_1x_coco.py', 'mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py',
                              'sem_fpn/fpn_convmlp-s_8xb2-40k_ade20k-512x512.py'],
                     config_precisions=inference, config_sizes={'mmdet': (128, 192), 'mmseg': (128, 128)},

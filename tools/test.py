@@ -54,7 +54,7 @@ def main() -> None:
         parser.exit(2, f'error: {error}\n')
     cfg.load_from = args.checkpoint
     if args.amp:
-        cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'), fp16=True)  # mmengine's autocast
+        cfg.test_cfg = dict(type='AmpTestLoop')  # autocast; predictions in float32 for the metrics
         if emulated_bf16_warning():
             print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)
     if args.show_dir:

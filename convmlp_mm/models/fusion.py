@@ -48,9 +48,33 @@ def fuse(model: nn.Module) -> nn.Module:
     return model
 
 
+#: Names of the heads' output layers (mmdet, mmseg, mmpretrain): class logits and box deltas.
+OUTPUT_LAYERS = ('rpn_cls', 'rpn_reg', 'retina_cls', 'retina_reg', 'fc_cls', 'fc_reg', 'conv_logits', 'conv_seg',
+                 'conv_cls', 'conv_reg')
+
+
+class Float32Output(nn.Module):
+    """An output layer that computes in float32 (its weights' dtype) under autocast: box deltas
+    and logits keep float32's precision, which bfloat16 (8 significant bits) rounds to about
+    0.4 %.
+
+    Args:
+        layer (nn.Module): The wrapped layer (a conv or linear layer).
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.layer(x.to(self.layer.weight.dtype))
+
+
 def prepare_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
     """Prepares a whole model (detector, segmentor, classifier or a bare backbone) for inference,
-    in place: eval mode and every ConvMLP/Pure-MLP backbone in it fused (:func:`fuse`); with
+    in place: eval mode, every ConvMLP/Pure-MLP backbone in it fused (:func:`fuse`), the heads'
+    output layers (:data:`OUTPUT_LAYERS`) computing in float32 under autocast; with
     ``channels_last``, every 4-D weight in channels-last memory and our backbones returning
     channels-last feature maps, so that the neck's and heads' convolutions (ResNet backbones'
     too) run without layout reorders. The outputs are the same up to float rounding.
@@ -63,7 +87,10 @@ def prepare_inference(model: nn.Module, channels_last: bool = True) -> nn.Module
         nn.Module: ``model``.
     """
     model.eval()
-    for module in model.modules():
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if name in OUTPUT_LAYERS and isinstance(child, (nn.Conv2d, nn.Linear)):
+                setattr(module, name, Float32Output(child))
         if isinstance(module, MultiStageBackbone):
             fuse(module)
             if channels_last:
