@@ -53,6 +53,8 @@ def build_model(config: str, checkpoint: Optional[str] = None) -> Tuple[nn.Modul
     scope = check_scope(cfg, config)
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None
+    if cfg.model.get('pretrained') is not None:  # mmseg's form of a backbone checkpoint
+        cfg.model.pretrained = None
     with DefaultScope.overwrite_default_scope(scope):
         model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
     model.init_weights()

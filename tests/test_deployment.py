@@ -10,6 +10,8 @@ import torch
 from convmlp_mm import ConvMLP, PureMLP, prepare_inference
 from convmlp_mm.analysis import TensorForward
 from convmlp_mm.deployment import ExportError, TensorGraph, build_model
+from convmlp_mm.models.fusion import OUTPUT_LAYERS, Float32Output
+from toy import randomise_norms
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
@@ -24,17 +26,9 @@ def rel_err(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def randomise_norms(model):
-    """Non-trivial BatchNorm statistics and norm affines, so that folding them is tested."""
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith('running_var'):
-                tensor.uniform_(0.5, 1.5)
-            elif name.endswith('running_mean') or (name.endswith('bias') and tensor.dim() == 1):
-                tensor.normal_(0, 0.1)
-            elif name.endswith('weight') and tensor.dim() == 1:
-                tensor.normal_(1, 0.1)
-    return model
+def flat(tensors):
+    """The tensors of nested lists and tuples, in order."""
+    return [tensors] if isinstance(tensors, torch.Tensor) else [t for item in tensors for t in flat(item)]
 
 
 @pytest.mark.parametrize('family', [ConvMLP, PureMLP])
@@ -75,10 +69,15 @@ def test_prepared_whole_model_predicts_the_same(name):
         predicted = TensorForward(model, scope, 128, 160, mode='predict')(x)  # post-processing runs on it
         with torch.autocast('cpu', dtype=torch.bfloat16):
             predicted_bf16 = TensorForward(model, scope, 128, 160, mode='predict')(x)
+            low = outputs()
+    # the heads' output layers (logits, box deltas) compute in float32 under autocast
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, Float32Output)]
+    assert wrapped and all(n.rsplit('.', 1)[-1] in OUTPUT_LAYERS for n in wrapped)
+    if name != 'mask_rcnn':
+        assert all(t.dtype == torch.float32 for t in flat(low))
     assert model.backbone.out_memory_format == torch.channels_last
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
     assert len(predicted) == len(predicted_bf16) == 1
-    flat = lambda t: [t] if isinstance(t, torch.Tensor) else [u for item in t for u in flat(item)]  # noqa: E731
     assert len(flat(got)) == len(flat(expected)) > 0
     for a, b in zip(flat(got), flat(expected)):
         assert a.shape == b.shape and rel_err(a, b) < 1e-4

@@ -1,4 +1,4 @@
-"""A two-parameter mmengine model and dataset for tests that run a real Runner."""
+"""A two-parameter mmengine model and dataset for tests that run a real Runner, and other shared test helpers."""
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModel
@@ -24,3 +24,16 @@ class ToyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return dict(inputs=torch.full((2, ), float(i)), labels=torch.tensor(float(i % 2)))
+
+
+def randomise_norms(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and norm affines (in place), so that folding them is tested."""
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith('running_var'):
+                tensor.uniform_(0.5, 1.5)
+            elif name.endswith('running_mean') or (name.endswith('bias') and tensor.dim() == 1):
+                tensor.normal_(0, 0.1)
+            elif name.endswith('weight') and tensor.dim() == 1:
+                tensor.normal_(1, 0.1)
+    return model

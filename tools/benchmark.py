@@ -57,6 +57,9 @@ parser.add_argument('--precisions', nargs='+', choices=sorted(DTYPES),
 parser.add_argument('--out', default='outputs/benchmark.json')
 parser.add_argument('--repeats', type=int, help='timed runs per measurement (default 5, quick 2)')
 parser.add_argument('--no-compile', action='store_true', help='skip the torch.compile row')
+SECTIONS = ('backbones', 'models', 'onnx', 'ddp', 'scaling')
+parser.add_argument('--sections', nargs='+', choices=SECTIONS, default=list(SECTIONS),
+                    help='what to measure (default: everything)')
 
 
 # --------------------------------------------------------------------------- models
@@ -351,15 +354,15 @@ def main() -> None:
             row['gflops_per_s'] = 2 * macs * factor * shape[0] / result['seconds']
             row['of_peak'] = row['gflops_per_s'] / peaks[precision_name.split()[0].rstrip(',')]
         rows.append(row)
-        print(f"{section:14s} {name:22s} {precision_name:24s} {row['input']:>9s} {row['seconds'] * 1e3:9.1f} ms",
-              flush=True)
+        print(f"{section:14s} {name:22s} {precision_name:24s} {row['input']:>9s} {row['seconds'] * 1e3:9.1f} ms "
+              f"{row['peak_mib']:7.0f} MiB", flush=True)
 
     def run(section, name, shape, precision_name='fp32', train=False, macs=None, **kwargs):
         result = measure(lambda: backbone(name), shape, train=train, device=device, precision_name=precision_name,
                          repeats=repeats, **kwargs)
         add(section, name, shape, result, macs, precision_name)
 
-    for h, w in p['sizes']:
+    for h, w in p['sizes'] if 'backbones' in args.sections else []:
         shape = (1, 3, h, w)
         # the fused model does the same multiply-adds as the unfused one (its MAC count is the unfused model's)
         macs = {name: gmacs(name, shape) for name in p['backbones'] if not name.startswith('fused ')}
@@ -380,14 +383,14 @@ def main() -> None:
             if low and name in p['low_backbones'] and not name.startswith('published'):
                 for d in p['low']:
                     run('train step', name, shape, f'{d} autocast', train=True, macs=macs[name])
-    for config in p['configs']:
+    for config in p['configs'] if 'models' in args.sections else []:
         scope = 'mmseg' if config.startswith('sem_fpn') else 'mmdet'
         h, w = p['config_sizes'][scope]
         for precision_name in p['config_precisions']:
             result = measure(lambda config=config: detector(config, h, w), (1, 3, h, w), device=device,
                              precision_name=precision_name, repeats=max(1, repeats // 2))
             add('inference', osp.basename(config)[:-3], (1, 3, h, w), result, precision_name=precision_name)
-    if device == 'cpu':
+    if device == 'cpu' and 'onnx' in args.sections:
         for config in p['onnx']:
             scope = 'mmseg' if config is None or config.startswith('sem_fpn') else 'mmdet'
             shape = (1, 3, *p['config_sizes'][scope])
@@ -395,11 +398,12 @@ def main() -> None:
             name = 'convmlp-s' if config is None else osp.basename(config)[:-3]
             for runtime in ('pytorch', 'onnxruntime'):
                 add(f'tensor outputs, {runtime}', name, shape, dict(seconds=result[runtime], peak_mib=float('nan')))
-    shape = p['ddp_shape']
-    add('ddp train step, 2 processes', 'convmlp-s', shape, ddp_step(device, shape, repeats))
+    if 'ddp' in args.sections:
+        shape = p['ddp_shape']
+        add('ddp train step, 2 processes', 'convmlp-s', shape, ddp_step(device, shape, repeats))
     # glibc returns freed blocks above 32 MiB to the system, so large inputs pay page faults that
     # small ones do not, and layouts with more copies pay more: measured both ways on the CPU
-    for keep_freed in (True, False) if device == 'cpu' else (True, ):
+    for keep_freed in ((True, False) if device == 'cpu' else (True, )) if 'scaling' in args.sections else ():
         suffix = '' if keep_freed else ', default allocator'
         if not keep_freed:
             shape = (1, 3, *p['sizes'][0])
