@@ -15,8 +15,8 @@
   the Python stack of each of its threads to the log and exits with code 124, instead of
   waiting for the collective timeout.
 
-``tools/test.py`` also adds :class:`PrepareInferenceHook`, which prepares the loaded model for
-inference (:func:`convmlp_mm.prepare_inference`) before testing, and with ``--amp`` tests in
+With ``--amp``, ``tools/test.py`` also adds :class:`PrepareInferenceHook`, which prepares the
+loaded model for inference (:func:`convmlp_mm.prepare_inference`) before testing, and tests in
 :class:`AmpTestLoop`.
 """
 import faulthandler

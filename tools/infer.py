@@ -3,9 +3,9 @@
     python tools/infer.py CONFIG CHECKPOINT IMAGE [IMAGE ...] [--out-dir DIR] [--score-thr 0.3] [--amp]
 
 Uses mmdet's / mmseg's / mmpretrain's inference APIs and the config's visualizer; grayscale and
-RGBA files are read as colour images. The model is prepared for inference
-(:func:`convmlp_mm.prepare_inference`); ``--amp`` runs it under autocast (bfloat16 on the CPU,
-float16 on GPUs).
+RGBA files are read as colour images. ``--amp`` prepares the model for inference
+(:func:`convmlp_mm.prepare_inference`) and runs it under autocast (bfloat16 on the CPU, float16 on
+GPUs).
 """
 import argparse
 import os
@@ -84,7 +84,8 @@ def main() -> None:
         model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')
-    prepare_inference(model)
+    if args.amp:
+        prepare_inference(model)
     device_type = torch.device(args.device).type
     if args.amp and device_type == 'cpu' and emulated_bf16_warning():
         print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)

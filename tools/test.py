@@ -3,9 +3,9 @@
     python tools/test.py CONFIG CHECKPOINT [--amp] [--work-dir DIR] [--show-dir DIR] [--cfg-options ...]
                                            [--stall-timeout SECONDS] [--launcher {none,pytorch,slurm,mpi}]
 
-The loaded model is prepared for inference (:func:`convmlp_mm.prepare_inference`: our backbones
-fused, the whole model in channels-last memory); ``--amp`` runs it under autocast (bfloat16 on
-the CPU, float16 on GPUs).
+``--amp`` prepares the loaded model for inference (:func:`convmlp_mm.prepare_inference`: our
+backbones fused, the whole model in channels-last memory, the heads' output layers in float32) and
+runs it under autocast (bfloat16 on the CPU, float16 on GPUs).
 
 Several GPUs (or CPU processes): ``tools/dist_test.sh``; on Slurm: ``tools/slurm_test.sh``. A rank
 that makes no progress for ``--stall-timeout`` seconds writes its stacks to the log and stops.
@@ -63,7 +63,8 @@ def main() -> None:
             parser.error(f'{args.config} has no visualization hook for --show-dir')
         visualization.update(draw=True, test_out_dir=args.show_dir)
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(PrepareInferenceHook())
+    if args.amp:
+        runner.register_hook(PrepareInferenceHook())
     try:
         metrics = runner.test()
     except CheckpointError as error:
