@@ -5,9 +5,10 @@
 LayerNorm that feeds a channel MLP into the MLP's first linear layer. The model must be in
 eval mode and is changed in place; train the unfused model.
 
-:func:`prepare_inference` is the whole-model step of ``tools/test.py`` and ``tools/infer.py``:
-eval mode, every backbone of ours fused, and the whole model (neck and heads included) in
-channels-last memory, oneDNN's native layout on the CPU.
+:func:`prepare_inference` is the whole-model step of ``tools/test.py --amp`` and ``tools/infer.py
+--amp``: eval mode, every backbone of ours fused, the heads' output layers in float32 under
+autocast, and the whole model (neck and heads included) in channels-last memory, oneDNN's
+native layout on the CPU.
 """
 import torch
 import torch.nn as nn
