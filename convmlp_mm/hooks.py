@@ -36,6 +36,7 @@ import torch
 from mmengine.dist import all_gather_object, all_reduce, barrier, get_rank, get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop, TestLoop
 from mmengine.structures import BaseDataElement
@@ -455,7 +456,7 @@ class PrepareInferenceHook(Hook):
 
     def before_test(self, runner) -> None:
         from .models.fusion import prepare_inference
-        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         prepare_inference(model, self.channels_last)
 
 

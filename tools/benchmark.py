@@ -118,6 +118,22 @@ def _rss_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
+def median_seconds(step: Callable[[], object], repeats: int, cuda: bool = False) -> float:
+    """Median wall time of ``step()`` over ``repeats`` runs after two warm-up runs (synchronising
+    CUDA around each run when ``cuda``)."""
+    times = []
+    for i in range(repeats + 2):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: str, precision_name: str,
              repeats: int, compile_: bool, keep_freed: bool, queue) -> None:
     from convmlp_mm import prepare_inference
@@ -140,22 +156,16 @@ def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: st
         x = x.to(weights)
     if compile_:
         model = torch.compile(model)
-    times = []
-    for i in range(repeats + 2):  # two warm-up runs
-        if not on_cpu:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    def step() -> None:
         with torch.autocast(device, dtype=autocast or torch.bfloat16, enabled=autocast is not None), \
                 torch.set_grad_enabled(train):
             out = model(x)
         if train:
             sum(o.float().mean() for o in out).backward()
-        if not on_cpu:
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
+
+    seconds = median_seconds(step, repeats, cuda=not on_cpu)
     peak = (_rss_kib('VmHWM') - base) / 1024 if on_cpu else torch.cuda.max_memory_allocated() / 2**20
-    queue.put(dict(seconds=statistics.median(times), peak_mib=peak))
+    queue.put(dict(seconds=seconds, peak_mib=peak))
 
 
 def in_child(target: Callable, *args, device: str = 'cpu'):
@@ -231,14 +241,9 @@ def _onnx_rows(config: Optional[str], shape, repeats: int, queue) -> None:
         export_onnx(graph, path, shape[-2:])
         ort = ort_seconds(ort_session(path), shape, repeats)
     x = torch.rand(*shape)
-    times = []
     with torch.no_grad():
-        for i in range(repeats + 2):
-            start = time.perf_counter()
-            graph(x)
-            if i >= 2:
-                times.append(time.perf_counter() - start)
-    queue.put(dict(pytorch=statistics.median(times), onnxruntime=ort))
+        pytorch = median_seconds(lambda: graph(x), repeats)
+    queue.put(dict(pytorch=pytorch, onnxruntime=ort))
 
 
 def _ddp_worker(rank: int, world: int, device: str, shape, repeats: int, port: int, queue) -> None:
@@ -256,18 +261,9 @@ def _ddp_worker(rank: int, world: int, device: str, shape, repeats: int, port: i
     ddp = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[rank % torch.cuda.device_count()] if device == 'cuda' else None)
     x = torch.rand(*shape, device=device)
-    times = []
-    for i in range(repeats + 2):
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        sum(o.mean() for o in ddp(x)).backward()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
+    seconds = median_seconds(lambda: sum(o.mean() for o in ddp(x)).backward(), repeats, cuda=device == 'cuda')
     if rank == 0:
-        queue.put(dict(seconds=statistics.median(times), peak_mib=float('nan')))
+        queue.put(dict(seconds=seconds, peak_mib=float('nan')))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
