@@ -8,10 +8,12 @@ constraints-oldest.txt (oldest).
 from setuptools import find_packages, setup
 
 MMCV = 'mmcv>=2.0.0,<2.2.0'  # mmdet 3.3 / mmseg 1.2 refuse mmcv 2.2
+MMENGINE = 'mmengine>=0.10.4,<0.11'
 EXTRAS = {
-    'det': [MMCV, 'mmdet>=3.3.0,<3.4', 'pycocotools'],
-    'seg': [MMCV, 'mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
-    'cls': [MMCV, 'mmpretrain>=1.2.0,<1.3'],
+    'mm': [MMENGINE],  # BaseModule backbones, registration into the hosts, the runtime parts
+    'det': [MMENGINE, MMCV, 'mmdet>=3.3.0,<3.4', 'pycocotools'],
+    'seg': [MMENGINE, MMCV, 'mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
+    'cls': [MMENGINE, MMCV, 'mmpretrain>=1.2.0,<1.3'],
     'timm': ['timm>=1.0,<1.1', 'torchvision'],
     'deploy': ['onnx', 'onnxruntime>=1.16'],  # tools/deployment/export_onnx.py (--check), the benchmark's ONNX rows
     'tests': ['pytest', 'openmim>=0.3.9'],
@@ -31,10 +33,9 @@ setup(
     # repository it holds links to model-index.yml, configs/ and tools/, and a wheel carries copies.
     package_data={'convmlp_mm': ['.mim/model-index.yml', '.mim/configs/*/*.py', '.mim/configs/*/*.yml',
                                  '.mim/tools/*.py', '.mim/tools/*.sh', '.mim/tools/*/*.py']},
-    # Lower bounds only where we need them: an upper bound or a newer minimum would make pip
-    # upgrade or downgrade a working environment. Tested: torch 2.1.2 and 2.14.1, numpy 1.26
-    # and 2.4 (numpy is left open: pip would otherwise pull numpy 2 under a torch 2.1 built
-    # for numpy 1).
-    install_requires=['torch>=2.1', 'mmengine>=0.10.4,<0.11', 'numpy'],
+    # The models need torch only; the OpenMMLab side is in the extras. Lower bounds only where we
+    # need them: an upper bound or a newer minimum would make pip upgrade or downgrade a working
+    # environment. Tested: torch 2.1.2 and 2.14.1.
+    install_requires=['torch>=2.1'],
     extras_require=EXTRAS,
 )

@@ -1,14 +1,18 @@
 """convmlp_mm: ConvMLP and Pure-MLP backbones for OpenMMLab 2.0 (mmdet, mmseg, mmpretrain) and timm.
 
-Importing the package applies the compatibility shims (:mod:`convmlp_mm.compat`)
-once, then registers the models. In a config: ``custom_imports=dict(imports=['convmlp_mm'])``.
+Importing the package registers names and changes nothing else: the models into timm (when
+installed), and, where mmengine is installed, the backbones and head into the installed host
+libraries (:mod:`convmlp_mm.mm`) and the opt-in runtime parts under names of their own
+(:mod:`convmlp_mm.engine`). In a config: ``custom_imports=dict(imports=['convmlp_mm'])``.
 """
-from . import compat  # noqa: F401  (first: the shims must be in place before anything loads)
-from . import checkpoint  # noqa: F401  (every checkpoint read weights-only, with an allowlist)
-from . import hooks  # noqa: F401  (RandomStateHook, FiniteLossHook, PreemptionHook, StallWatchdogHook)
-from . import optim  # noqa: F401  (BackboneLayerDecayOptimWrapperConstructor)
-from .checkpoint import trust_checkpoint
-from .models import ConvMLP, MLPClassifier, PureMLP, fuse, mmpretrain_to_published, prepare_inference, published_to_mmpretrain
+import importlib.util
 
-__version__ = '0.1.0'
-__all__ = ['trust_checkpoint', 'ConvMLP', 'PureMLP', 'MLPClassifier', 'fuse', 'prepare_inference', 'published_to_mmpretrain', 'mmpretrain_to_published']
+from .models import (CheckpointError, CheckpointNotFoundError, ConvMLP, MLPClassifier, PureMLP, fuse,
+                     mmpretrain_to_published, prepare_inference, published_to_mmpretrain)
+
+if importlib.util.find_spec('mmengine') is not None:
+    from . import engine, mm  # noqa: F401  (registers the adapters and the runtime parts)
+
+__version__ = '0.2.0'
+__all__ = ['ConvMLP', 'PureMLP', 'MLPClassifier', 'fuse', 'prepare_inference', 'published_to_mmpretrain',
+           'mmpretrain_to_published', 'CheckpointError', 'CheckpointNotFoundError']

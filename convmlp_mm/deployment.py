@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from .checkpoint import load_checkpoint
+from .engine.checkpoint import load_checkpoint
 from .compat import onnx_export_kwargs
-from .models.base import load_state_dict_exactly, unwrap_state_dict
+from .models.weights import load_state_dict_exactly, unwrap_state_dict
 from .runtime import check_scope
 
 #: The ONNX opset of our exports (LayerNormalization is an operator since opset 17).

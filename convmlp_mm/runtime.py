@@ -1,4 +1,5 @@
-"""Small helpers of the entry points in ``tools/``."""
+"""The entry points' helpers (``tools/``): reading a config, choosing the runtime parts of
+:mod:`convmlp_mm.engine` for the run (:func:`use_runtime_parts`), finding a checkpoint to resume."""
 import ctypes
 import ctypes.util
 import glob
@@ -10,14 +11,17 @@ import sys
 from typing import Optional
 
 import torch
+from typing import List
+
 from mmengine.config import Config
+from mmengine.device import get_device
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from .checkpoint import trust_checkpoints
 from .data.checks import DatasetError, check_datasets
-from .hooks import DEFAULT_STALL_TIMEOUT
-from .models.base import check_state_dict_fits, unwrap_state_dict
+from .engine.checkpoint import trust_checkpoints
+from .engine.hooks import DEFAULT_STALL_TIMEOUT
+from .models.weights import check_state_dict_fits, unwrap_state_dict
 
 #: The libraries a config can belong to (its ``default_scope``).
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
@@ -52,7 +56,7 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``tools/train.py --resume`` continues from: the one named in the work dir's
     ``last_checkpoint`` file, or, when that file is missing, empty or names a file that is gone
     (a job killed while writing it), the newest ``*.pth`` in the work dir. None if there is none.
-    Checkpoint files themselves are written atomically (see :mod:`convmlp_mm.compat`)."""
+    Checkpoint files themselves are written atomically (:class:`~convmlp_mm.engine.AtomicLocalBackend`)."""
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
         with open(pointer) as f:
@@ -112,13 +116,19 @@ def check_scope(cfg: Config, filename: str) -> str:
 
 
 def enable_amp(cfg: Config) -> None:
-    """Switches the config's optimizer wrapper to mixed precision (``AmpOptimWrapper``)."""
+    """Switches the config's optimizer wrapper to mixed precision
+    (:class:`~convmlp_mm.engine.CPUAmpOptimWrapper`: mmengine's ``AmpOptimWrapper`` on
+    accelerators, bfloat16 on the CPU).
+
+    Raises:
+        ValueError: the config's wrapper is neither ``OptimWrapper`` nor an AMP wrapper.
+    """
     wrapper = cfg.optim_wrapper
-    if wrapper.get('type') == 'AmpOptimWrapper':
+    if wrapper.get('type') in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
         return
     if wrapper.get('type', 'OptimWrapper') != 'OptimWrapper':
         raise ValueError(f"--amp needs optim_wrapper.type='OptimWrapper', not {wrapper.type!r}")
-    wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    wrapper.update(type='CPUAmpOptimWrapper', loss_scale='dynamic')
 
 
 def trust_from(cfg: Config, cli_entries: Optional[list] = None) -> None:
@@ -180,12 +190,63 @@ def add_run_hooks(cfg: Config, stall_timeout: Optional[float], preemption: bool)
     cfg.custom_hooks = hooks
 
 
+#: mmengine's training loops and the resumable loops of :mod:`convmlp_mm.engine.loops` that replace
+#: them in the runs our tools start.
+RESUMABLE_LOOPS = {'EpochBasedTrainLoop': 'ResumableEpochBasedTrainLoop',
+                   'IterBasedTrainLoop': 'ResumableIterBasedTrainLoop'}
+
+
+def use_runtime_parts(cfg: Config, training: bool) -> List[str]:
+    """Selects the runtime parts of :mod:`convmlp_mm.engine` in ``cfg`` for a run one of our tools
+    starts, where the config has not chosen otherwise, and returns their names (for the log):
+
+    - :class:`~convmlp_mm.engine.SafeCheckpointLoadHook`: every checkpoint read weights-only;
+    - training: the resumable loop in place of mmengine's, :class:`~convmlp_mm.engine.AtomicLocalBackend`
+      for the checkpoint hook's files (when it writes locally and names no backend), and
+      ``CPUAmpOptimWrapper`` in place of ``AmpOptimWrapper`` where the device is the CPU;
+    - distributed runs on the CPU: ``CPUDistributedDataParallel`` (when the config has no
+      ``model_wrapper_cfg``).
+    """
+    parts = []
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if 'SafeCheckpointLoadHook' not in {h.get('type') for h in hooks}:
+        hooks.insert(0, dict(type='SafeCheckpointLoadHook'))
+    cfg.custom_hooks = hooks
+    parts.append('SafeCheckpointLoadHook')
+    on_cpu = get_device() == 'cpu'
+    if training:
+        loop = cfg.train_cfg
+        kind = loop.get('type') or ('EpochBasedTrainLoop' if loop.get('by_epoch', False) else 'IterBasedTrainLoop')
+        kind = RESUMABLE_LOOPS.get(kind, kind)
+        if 'type' not in loop:  # mmengine picks the loop by by_epoch; with a type the loop gets the keys
+            loop.pop('by_epoch', None)
+        loop.type = kind
+        parts.append(kind)
+        checkpoint = cfg.get('default_hooks', {}).get('checkpoint')
+        if checkpoint is not None and '://' not in str(checkpoint.get('out_dir') or ''):
+            if checkpoint.get('backend_args') is None:
+                checkpoint.backend_args = dict(backend='atomic_local')
+            if checkpoint.backend_args.get('backend') == 'atomic_local':
+                parts.append('AtomicLocalBackend')
+        wrapper = cfg.get('optim_wrapper', {})
+        if on_cpu and wrapper.get('type') == 'AmpOptimWrapper':
+            wrapper.type = 'CPUAmpOptimWrapper'
+        if wrapper.get('type') == 'CPUAmpOptimWrapper':
+            parts.append('CPUAmpOptimWrapper')
+    if on_cpu and cfg.get('launcher', 'none') != 'none':
+        if cfg.get('model_wrapper_cfg') is None:
+            cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel')
+        if cfg.model_wrapper_cfg.get('type') == 'CPUDistributedDataParallel':
+            parts.append('CPUDistributedDataParallel')
+    return parts
+
+
 def slurm_restarts() -> int:
     """How often Slurm has requeued this job (``SLURM_RESTART_COUNT``; 0 outside Slurm)."""
     count = os.environ.get('SLURM_RESTART_COUNT', '0')
     return int(count) if count.isdigit() else 0
 
 
-__all__ = ['DEFAULT_STALL_TIMEOUT', 'SCOPES', 'STALL_HELP', 'TRUST_HELP', 'DatasetError', 'ResumeFitsHook',
+__all__ = ['DEFAULT_STALL_TIMEOUT', 'RESUMABLE_LOOPS', 'SCOPES', 'use_runtime_parts', 'STALL_HELP', 'TRUST_HELP', 'DatasetError', 'ResumeFitsHook',
            'add_run_hooks', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'finish_distributed', 'keep_freed_memory',
            'load_config', 'slurm_restarts', 'trust_from']

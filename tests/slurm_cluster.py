@@ -20,7 +20,7 @@ import subprocess
 import time
 from typing import Dict, Iterator
 
-from convmlp_mm.hooks import slurm_job_fields
+from convmlp_mm.engine.hooks import slurm_job_fields
 
 PACKAGES = ['slurmctld', 'slurmd', 'slurm-client', 'munge']
 

@@ -8,7 +8,7 @@ import torch
 
 from convmlp_mm import MLPClassifier, mmpretrain_to_published
 from convmlp_mm.analysis import count_macs
-from convmlp_mm.models.reference import randomised
+from published_convmlp import randomised
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

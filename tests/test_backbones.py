@@ -124,7 +124,6 @@ def test_out_indices(out_indices, expected):
     (dict(out_indices=(1, -3)), 'same feature map twice'),
     (dict(frozen_stages=4), 'frozen_stages=4 is invalid'),
     (dict(frozen_stages=-2), 'frozen_stages=-2 is invalid'),
-    (dict(init_cfg=dict(type='Pretrained')), "no 'checkpoint'"),
 ])
 @pytest.mark.parametrize('family', FAMILIES)
 def test_bad_arguments_fail_at_construction(family, kwargs, message):
@@ -152,6 +151,13 @@ def test_arch_aliases_and_custom_dict(family):
     custom = dict(channels=32, conv_blocks=1, depths=(1, 1, 1), dims=(48, 64, 96), mlp_ratio=1.5)
     feats = family(custom).eval()(torch.rand(1, 3, 32, 32))
     assert [f.shape[1] for f in feats] == [32, 48, 64, 96]
+
+
+@pytest.mark.parametrize('name', ['ConvMLP', 'PureMLP'])
+def test_pretrained_init_cfg_without_checkpoint_fails_at_construction(name):
+    mm = pytest.importorskip('convmlp_mm.mm')
+    with pytest.raises(ValueError, match="no 'checkpoint'"):
+        getattr(mm, name)('s', init_cfg=dict(type='Pretrained'))
 
 
 def test_published_drop_path_schedule():

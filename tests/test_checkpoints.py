@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from convmlp_mm import ConvMLP, PureMLP, mmpretrain_to_published, published_to_mmpretrain
-from convmlp_mm.models.reference import randomised
+from convmlp_mm import mmpretrain_to_published, published_to_mmpretrain
+from convmlp_mm.mm import ConvMLP, PureMLP  # init_cfg
+from published_convmlp import randomised
 
 
 def rel_err(a, b):

@@ -14,9 +14,9 @@ from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import DefaultScope
 
-from convmlp_mm.checkpoint import load_checkpoint
+from convmlp_mm.engine.checkpoint import load_checkpoint
 from convmlp_mm.data import generate_classification
-from convmlp_mm.models.reference import randomised
+from published_convmlp import randomised
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLS = osp.join(ROOT, 'configs/classification')

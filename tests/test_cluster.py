@@ -16,9 +16,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from convmlp_mm.compat import slurm_job_port
 from convmlp_mm.data import generate, generate_classification
-from convmlp_mm.hooks import PreemptionHook, StallWatchdogHook
+from convmlp_mm.engine.hooks import PreemptionHook, StallWatchdogHook
 from convmlp_mm.runtime import DEFAULT_STALL_TIMEOUT, add_run_hooks
 
 from slurm_cluster import PARTITION, CannotInstall, install, job_state, slurm_cluster
@@ -97,8 +96,26 @@ def test_bad_hook_arguments_are_named():
         StallWatchdogHook(timeout=0)
 
 
-def test_slurm_jobs_get_their_own_port():
-    assert slurm_job_port('12345') == 22345 and slurm_job_port('7') == 20007
+@pytest.mark.parametrize('job_id, preset, expected', [('12345', None, '22345'), ('7', None, '20007'),
+                                                      ('7', '31000', '31000')])
+def test_slurm_jobs_started_by_our_launcher_get_their_own_port(tmp_path, job_id, preset, expected):
+    """tools/slurm_launch.sh gives each job MASTER_PORT 20000 + job id mod 10000 unless it is set
+    (srun is a stand-in here that sets the job id and runs the task command)."""
+    srun = tmp_path / 'bin/srun'
+    srun.parent.mkdir()
+    srun.write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
+                    f'export SLURM_JOB_ID={job_id}\nexec "$@"\n')
+    srun.chmod(0o755)
+    task = tmp_path / 'task.py'
+    task.write_text('import os\nprint("port", os.environ["MASTER_PORT"])\n')
+    env = dict(os.environ, PATH=f'{srun.parent}:{os.environ["PATH"]}', PYTHON=sys.executable)
+    env.pop('MASTER_PORT', None)
+    if preset:
+        env['MASTER_PORT'] = preset
+    script = os.path.relpath(task, os.path.join(ROOT, 'tools'))
+    out = subprocess.run([os.path.join(ROOT, 'tools/slurm_launch.sh'), script, 'partition', 'job'], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert f'port {expected}' in out.stdout, out.stderr
 
 
 def test_the_watchdog_leaves_a_run_that_raised_alone():

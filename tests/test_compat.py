@@ -1,4 +1,6 @@
-"""Each shim of convmlp_mm.compat, checked on the code path that breaks without it."""
+"""Feature detection (convmlp_mm.compat) on this torch, and the CPU parts of the engine layer
+(process group, DDP wrapper, per-process BatchNorm, AMP wrapper), each on the code path that
+breaks without it."""
 import os
 import socket
 
@@ -10,7 +12,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 from toy import ToyDataset, ToyModel
 
-import convmlp_mm  # noqa: F401  (applies the shims)
+import convmlp_mm  # noqa: F401  (registers the runtime parts)
 
 
 def toy_runner(work_dir, max_iters, resume=False):
@@ -21,11 +23,12 @@ def toy_runner(work_dir, max_iters, resume=False):
                   param_scheduler=dict(type='MultiStepLR', milestones=[2], by_epoch=False),
                   train_cfg=dict(by_epoch=False, max_iters=max_iters),
                   default_hooks=dict(checkpoint=dict(type=CheckpointHook, interval=2, by_epoch=False)),
+                  custom_hooks=[dict(type='SafeCheckpointLoadHook')],
                   randomness=dict(seed=0), env_cfg=dict(dist_cfg=dict(backend='nccl')))
 
 
 def test_runner_resumes_a_checkpoint_hook_checkpoint(tmp_path):
-    """Shim 1: the checkpoint holds message_hub's HistoryBuffer and numpy objects."""
+    """SafeCheckpointLoadHook: the checkpoint holds message_hub's HistoryBuffer and numpy objects."""
     toy_runner(tmp_path, max_iters=2).train()
     checkpoint = torch.load(tmp_path / 'iter_2.pth', weights_only=False)
     assert 'message_hub' in checkpoint and 'meta' in checkpoint
@@ -47,26 +50,27 @@ def _worker(rank, world_size, port, results):
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     import convmlp_mm  # noqa: F401
     from mmcv.cnn import build_norm_layer
-    from mmengine.dist import init_dist
-    from mmengine.model import MMDistributedDataParallel
+    from mmengine.registry import MODEL_WRAPPERS
+
+    from convmlp_mm.engine import init_cpu_process_group
     outcome = {}
-    try:  # shim 2: launcher='pytorch' with the configs' nccl backend, no GPU
-        init_dist('pytorch', backend='nccl')
-        outcome['init_dist'] = torch.distributed.get_backend()
+    try:  # launcher='pytorch' without a GPU: gloo
+        outcome['init'] = init_cpu_process_group('pytorch') and torch.distributed.get_backend()
     except Exception as error:  # reported to the parent test
-        outcome['init_dist'] = repr(error)
+        outcome['init'] = repr(error)
         results[rank] = outcome
         return
     model = nn.Sequential(nn.Conv2d(3, 4, 3), build_norm_layer(dict(type='SyncBN'), 4)[1])
-    try:  # shim 3: Runner.wrap_model passes device_ids
-        ddp = MMDistributedDataParallel(module=model, device_ids=[rank], broadcast_buffers=False)
+    try:  # Runner.wrap_model passes device_ids
+        ddp = MODEL_WRAPPERS.build(dict(type='CPUDistributedDataParallel', module=model, device_ids=[rank]))
         outcome['ddp'] = 'ok'
     except Exception as error:
         outcome['ddp'] = repr(error)
-        ddp = MMDistributedDataParallel(module=model, broadcast_buffers=False)
-    try:  # shim 4: SyncBN in CPU DDP
+        results[rank] = outcome
+        return
+    try:  # SyncBN in CPU DDP: per-process BatchNorm, the same parameter names
         ddp(torch.rand(2, 3, 8, 8)).sum().backward()
-        outcome['syncbn'] = 'ok'
+        outcome['syncbn'] = sorted(ddp.module.state_dict()) == sorted(model.state_dict()) and 'ok'
     except Exception as error:
         outcome['syncbn'] = repr(error)
     torch.distributed.destroy_process_group()
@@ -81,23 +85,38 @@ def distributed_outcome():
         return dict(results)
 
 
-def test_init_dist_pytorch_without_gpu_uses_gloo(distributed_outcome):
-    assert [distributed_outcome[r]['init_dist'] for r in (0, 1)] == ['gloo', 'gloo']
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
+def test_cpu_process_group_uses_gloo(distributed_outcome):
+    assert [distributed_outcome[r]['init'] for r in (0, 1)] == ['gloo', 'gloo']
 
 
-def test_ddp_of_a_cpu_model_accepts_device_ids(distributed_outcome):
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
+def test_cpu_ddp_wrapper_accepts_device_ids(distributed_outcome):
     assert [distributed_outcome[r]['ddp'] for r in (0, 1)] == ['ok', 'ok']
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
 def test_syncbn_trains_in_cpu_ddp(distributed_outcome):
     assert [distributed_outcome[r]['syncbn'] for r in (0, 1)] == ['ok', 'ok']
 
 
-def test_amp_optim_wrapper_without_cuda():
-    """Shim 5: mmengine's AmpOptimWrapper asserts CUDA; ours autocasts to bfloat16 on the CPU."""
+def test_cpu_process_group_is_left_to_mmengine_elsewhere(monkeypatch):
+    """Not started for launcher 'none'/'mpi', nor where the device is an accelerator."""
+    from convmlp_mm.engine import distributed
+    assert not distributed.init_cpu_process_group('none') and not distributed.init_cpu_process_group('mpi')
+    monkeypatch.setattr(distributed, 'get_device', lambda: 'npu')
+    assert not distributed.init_cpu_process_group('pytorch')
+    assert not torch.distributed.is_initialized()
+
+
+def test_cpu_amp_optim_wrapper():
+    """mmengine's AmpOptimWrapper asserts an accelerator; CPUAmpOptimWrapper autocasts to bfloat16 on the CPU."""
+    from mmengine.optim import AmpOptimWrapper
     from mmengine.registry import OPTIM_WRAPPERS
+    assert OPTIM_WRAPPERS.get('AmpOptimWrapper') is AmpOptimWrapper  # mmengine's own, untouched
     model = nn.Linear(4, 2)
-    wrapper = OPTIM_WRAPPERS.build(dict(type='AmpOptimWrapper', optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
+    wrapper = OPTIM_WRAPPERS.build(dict(type='CPUAmpOptimWrapper',
+                                        optimizer=torch.optim.SGD(model.parameters(), lr=0.1)))
     with wrapper.optim_context(model):
         out = model(torch.rand(3, 4))
     assert out.dtype == (torch.float16 if torch.cuda.is_available() else torch.bfloat16)
@@ -115,6 +134,16 @@ def test_autocast_query_works_on_this_torch():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert is_autocast_enabled('cpu') and not is_autocast_enabled('cuda')
     assert not is_autocast_enabled('cpu')
+
+
+def test_compat_imports_torch_only():
+    """Feature detection changes nothing and needs nothing from OpenMMLab."""
+    import subprocess
+    import sys
+    code = ('import sys, convmlp_mm.compat; '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("mmengine", "mmcv", "mmdet", "timm")))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '[]'
 
 
 def test_cpu_autocast_dtypes_match_the_torch_version():

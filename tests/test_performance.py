@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from convmlp_mm import ConvMLP, PureMLP, fuse
-from convmlp_mm.models.reference import randomised
+from published_convmlp import randomised
 from toy import randomise_norms
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -16,8 +16,9 @@ import torch
 from mmengine.fileio import LocalBackend
 from PIL import Image
 
+import convmlp_mm.mm
 from convmlp_mm import ConvMLP, MLPClassifier, PureMLP
-from convmlp_mm.checkpoint import CheckpointError
+from convmlp_mm.engine.checkpoint import CheckpointError
 from convmlp_mm.compat import CPU_AUTOCAST_DTYPES
 from convmlp_mm.data import generate
 from convmlp_mm.runtime import find_resume_checkpoint
@@ -139,7 +140,7 @@ def test_resume_with_nothing_to_resume_starts_from_scratch(shapes):
 # ------------------------------------------------------------------------------------ checkpoints
 def init_error(family, arch, checkpoint) -> str:
     """The CheckpointError message of ``family(arch)`` initialised from ``checkpoint``."""
-    model = family(arch, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
+    model = getattr(convmlp_mm.mm, family.__name__)(arch, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
     with pytest.raises(CheckpointError) as error:
         model.init_weights()
     return str(error.value)

@@ -20,9 +20,10 @@ from toy import ToyDataset, ToyModel
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import convmlp_mm
-from convmlp_mm import ConvMLP
-from convmlp_mm.checkpoint import LOADERS, CheckpointError, checkpoint_globals, load_safely, trust_checkpoint
-from convmlp_mm.models.reference import randomised
+from convmlp_mm.mm import ConvMLP
+from convmlp_mm.engine.checkpoint import (LOADERS, CheckpointError, checkpoint_globals, load_checkpoint, load_safely,
+                                          safe_checkpoint_loading, trust_checkpoint)
+from published_convmlp import randomised
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 QUICK = osp.join(ROOT, 'configs/quickstart')
@@ -80,18 +81,18 @@ def test_every_payload_is_refused_before_it_runs(tmp_path, name):
     marker = tmp_path / 'marker'
     obj, refused = payload(name, marker)
     path = poisoned_backbone_checkpoint(tmp_path / 'evil.pth', obj)
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(CheckpointError) as error, safe_checkpoint_loading():
         CheckpointLoader.load_checkpoint(path)
     assert_refused(str(error.value), path, refused, marker)
 
 
 def test_refused_while_unpickling_too(tmp_path):
     """The unpickler enforces the allowlist itself, not only the scan before it."""
-    from convmlp_mm.checkpoint import _unpickle_weights_only
+    from convmlp_mm.engine.checkpoint import _unpickle_weights_only
     marker = tmp_path / 'marker'
     path = poisoned_backbone_checkpoint(tmp_path / 'evil.pth', Payload(builtins.eval, f'open({str(marker)!r}, "w")'))
     with pytest.raises(Exception, match='eval'):
-        _unpickle_weights_only(open(path, 'rb').read(), 'cpu')
+        _unpickle_weights_only(path, 'cpu')
     assert not marker.exists()
 
 
@@ -237,8 +238,8 @@ def toy_runner(work_dir, max_iters, resume=False, load_from=None, amp=False, one
                   param_scheduler=scheduler, train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=2),
                   default_hooks=dict(checkpoint=dict(type=CheckpointHook, interval=2, by_epoch=False,
                                                      save_best='score', rule='greater')),
-                  custom_hooks=[dict(type='RandomStateHook')], randomness=dict(seed=0),
-                  env_cfg=dict(dist_cfg=dict(backend='nccl')))
+                  custom_hooks=[dict(type='SafeCheckpointLoadHook'), dict(type='RandomStateHook')],
+                  randomness=dict(seed=0), env_cfg=dict(dist_cfg=dict(backend='nccl')))
 
 
 def test_a_full_runner_checkpoint_resumes_without_opt_in(tmp_path, monkeypatch):
@@ -279,10 +280,10 @@ def test_numpy_1_names_and_published_state_dicts_load(tmp_path):
     torch.save(dict(state=np.random.RandomState(0).get_state(), value=np.float64(0.5),
                     array=np.arange(6, dtype=np.int64).reshape(2, 3)), path)
     data = open(path, 'rb').read()
-    from convmlp_mm.compat import NUMPY_CORE
-    other = 'numpy.core' if NUMPY_CORE == 'numpy._core' else 'numpy._core'
+    from convmlp_mm.compat import numpy_core
+    other = 'numpy.core' if numpy_core() == 'numpy._core' else 'numpy._core'
     renamed = tmp_path / 'np_other.pth'
-    renamed.write_bytes(rewrite_module(data, NUMPY_CORE, other))
+    renamed.write_bytes(rewrite_module(data, numpy_core(), other))
     for p in (path, renamed):
         loaded = load_safely(str(p))
         assert loaded['value'] == 0.5 and loaded['array'].tolist() == [[0, 1, 2], [3, 4, 5]]
@@ -318,7 +319,8 @@ def test_mm_detector_and_segmentor_checkpoints_load(tmp_path):
     """Checkpoints written by tools/train.py runs (dataset_meta etc.) are covered by
     tests/test_tools.py, which tests them through tools/test.py; here the mm layout by hand."""
     path = detector_checkpoint_with(tmp_path / 'det.pth', np.float32(1.5))
-    loaded = CheckpointLoader.load_checkpoint(str(path))
+    with safe_checkpoint_loading():
+        loaded = CheckpointLoader.load_checkpoint(str(path))
     assert loaded['meta']['dataset_meta']['classes'] == ('a', 'b', 'c')
 
 
@@ -347,9 +349,66 @@ def test_init_cfg_sha256_is_checked_before_unpickling(tmp_path):
         ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=str(path), sha256='f' * 64)).init_weights()
 
 
-def test_every_mmengine_scheme_has_a_safe_loader():
-    assert all(CheckpointLoader._schemes[p] is LOADERS[p] for p in CheckpointLoader._schemes)
-    assert set(CheckpointLoader._schemes) == set(LOADERS)
+def test_every_mmengine_scheme_has_a_safe_loader_inside_the_context_only():
+    """Outside the context mmengine's loaders are mmengine's; inside, each of its schemes is ours,
+    a scheme another package registered (here a user's own '' loader is not: mmengine's is) stays."""
+    before = dict(CheckpointLoader._schemes)
+    method = CheckpointLoader.__dict__['load_checkpoint']
+    assert set(before) == set(LOADERS)
+    assert all(loader.__module__ == 'mmengine.runner.checkpoint' for loader in before.values())
+
+    def foreign(filename, map_location=None):
+        return {'foreign': filename}
+    CheckpointLoader.register_scheme('foreign://', foreign)
+    try:
+        with safe_checkpoint_loading():
+            assert all(CheckpointLoader._schemes[p] is LOADERS[p] for p in LOADERS)
+            assert CheckpointLoader._schemes['foreign://'] is foreign
+            assert CheckpointLoader.load_checkpoint('foreign://x') == {'foreign': 'foreign://x'}
+        assert CheckpointLoader.__dict__['load_checkpoint'] is method
+        assert {p: CheckpointLoader._schemes[p] for p in before} == before
+    finally:
+        del CheckpointLoader._schemes['foreign://']
+
+
+def test_a_users_own_local_scheme_is_left_alone(tmp_path):
+    """The common torch>=2.6 workaround: a user's '' loader; ours does not replace it."""
+    def own(filename, map_location=None):
+        return {'own': filename}
+    original = CheckpointLoader._schemes['']
+    CheckpointLoader._schemes[''] = own
+    try:
+        with safe_checkpoint_loading():
+            assert CheckpointLoader.load_checkpoint(str(tmp_path / 'x.pth')) == {'own': str(tmp_path / 'x.pth')}
+        assert CheckpointLoader._schemes[''] is own
+    finally:
+        CheckpointLoader._schemes[''] = original
+
+
+def test_a_missing_file_is_a_file_not_found_error(tmp_path):
+    missing = str(tmp_path / 'missing.pth')
+    for read in (lambda: load_safely(missing), lambda: load_checkpoint(missing)):
+        with pytest.raises(FileNotFoundError, match='missing.pth'):
+            read()
+    with pytest.raises(FileNotFoundError, match='missing.pth'), safe_checkpoint_loading():
+        CheckpointLoader.load_checkpoint(missing)
+    with pytest.raises(CheckpointError):  # and still one of ours
+        load_checkpoint(missing)
+
+
+@pytest.mark.skipif(not hasattr(torch.serialization, 'add_safe_globals'), reason='torch < 2.4: no add_safe_globals')
+def test_the_users_safe_globals_are_honoured(tmp_path):
+    path = tmp_path / 'partial.pth'
+    torch.save(dict(fn=functools.partial(int, base=2)), path)
+    with pytest.raises(CheckpointError, match='functools.partial'):
+        load_safely(str(path))
+    before = list(torch.serialization.get_safe_globals())
+    torch.serialization.add_safe_globals([functools.partial])
+    try:
+        assert load_safely(str(path))['fn']('101') == 5
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
 
 
 # -------------------------------------------------------------------------------- helpers

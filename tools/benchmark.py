@@ -67,7 +67,7 @@ def backbone(name: str) -> torch.nn.Module:
     """A backbone by benchmark name (``convmlp-s``, ``published convmlp-s``, ``r50``, ...), without
     drop path."""
     from convmlp_mm import ConvMLP, PureMLP
-    from convmlp_mm.models.reference import PublishedConvMLP
+    from published_convmlp import PublishedConvMLP
     if name.startswith('published '):
         return PublishedTaps(PublishedConvMLP(name[-1]))
     if name.startswith('fused '):

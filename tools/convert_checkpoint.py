@@ -11,12 +11,12 @@ load the published file directly too; this tool is for the classifier and for to
 import argparse
 
 import torch
-from mmengine.runner.checkpoint import CheckpointLoader
 
-import convmlp_mm  # noqa: F401  (weights-only checkpoint reading)
+import convmlp_mm  # noqa: F401  (registers the models)
 from convmlp_mm import mmpretrain_to_published, published_to_mmpretrain
-from convmlp_mm.checkpoint import CheckpointError
-from convmlp_mm.models.base import unwrap_state_dict
+from convmlp_mm.engine import load_checkpoint
+from convmlp_mm.models.weights import CheckpointError
+from convmlp_mm.models.weights import unwrap_state_dict
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument('src', help='input checkpoint (path or URL)')
@@ -27,7 +27,7 @@ parser.add_argument('--to', choices=['mmpretrain', 'published'], default='mmpret
 def main() -> None:
     args = parser.parse_args()
     try:
-        state = unwrap_state_dict(CheckpointLoader.load_checkpoint(args.src, map_location='cpu'), args.src)
+        state = unwrap_state_dict(load_checkpoint(args.src, map_location='cpu'), args.src)
     except CheckpointError as error:
         parser.exit(1, f'error: {error}\n')
     if args.to == 'mmpretrain':

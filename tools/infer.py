@@ -8,6 +8,7 @@ RGBA files are read as colour images. ``--amp`` prepares the model for inference
 GPUs).
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 
@@ -15,11 +16,12 @@ import mmcv
 import torch
 from mmengine.config import Config
 
-import convmlp_mm  # noqa: F401  (compat shims, registration)
+import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
 from convmlp_mm.data.checks import DatasetError, check_image
 from convmlp_mm import prepare_inference
-from convmlp_mm.checkpoint import CheckpointError
+from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.compat import emulated_bf16_warning
+from convmlp_mm.engine import mmcv_ops_for_prepared_models, safe_checkpoint_loading
 from convmlp_mm.runtime import TRUST_HELP, check_scope, keep_freed_memory, trust_from
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,11 +83,16 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     try:
         trust_from(cfg, args.trust_checkpoint)
-        model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
+        with safe_checkpoint_loading():  # the host's init_model reads the checkpoint weights-only
+            model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')
     if args.amp:
         prepare_inference(model)
+        print('convmlp_mm runtime parts: safe_checkpoint_loading, prepare_inference, mmcv_ops_for_prepared_models',
+              flush=True)
+    else:
+        print('convmlp_mm runtime parts: safe_checkpoint_loading', flush=True)
     device_type = torch.device(args.device).type
     if args.amp and device_type == 'cpu' and emulated_bf16_warning():
         print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)
@@ -98,7 +105,8 @@ def main() -> None:
     written = []
     for path in args.images:
         image = mmcv.imread(path)  # BGR, as the pipelines read it
-        with torch.autocast(device_type, dtype=autocast_dtype, enabled=args.amp):
+        ops = mmcv_ops_for_prepared_models() if args.amp else contextlib.nullcontext()
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=args.amp), ops:
             result = infer(model, image)
         out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
         scope = check_scope(cfg, args.config)

@@ -7,8 +7,10 @@
 #   GRES            generic resources per node (default gpu:GPUS_PER_NODE); GRES=none on nodes
 #                   without GPUs: each task then runs on CPUS_PER_TASK CPUs over gloo
 #   SRUN_ARGS       further srun options (e.g. "--time=24:00:00 --signal=USR1@300")
-# Inside an sbatch allocation srun starts a step of that job. The Python: the activated virtual
-# environment's, else this checkout's .venv, else `python`.
+# Inside an sbatch allocation srun starts a step of that job. Each task gets MASTER_PORT
+# 20000 + job id mod 10000 unless MASTER_PORT is set, so that jobs sharing a node do not all
+# take 29500. The Python: the activated virtual environment's, else this checkout's .venv, else
+# `python`.
 set -euo pipefail
 SCRIPT=$1
 PARTITION=$2
@@ -22,4 +24,5 @@ export PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}"
 # shellcheck disable=SC2086  # SRUN_ARGS is a list of options
 exec srun --partition="$PARTITION" --job-name="$JOB_NAME" --gres="$GRES" --ntasks="$GPUS" \
     --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 ${SRUN_ARGS:-} \
+    bash -c 'export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 10000))}; exec "$@"' slurm_task \
     "$PYTHON" -u "$HERE/$SCRIPT" "${@:4}" --launcher slurm

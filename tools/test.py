@@ -18,12 +18,12 @@ from mmengine.config import DictAction
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.checkpoint import CheckpointError
+import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
 from convmlp_mm.compat import emulated_bf16_warning
-from convmlp_mm.hooks import PrepareInferenceHook
+from convmlp_mm.engine import init_cpu_process_group
+from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, DatasetError, add_run_hooks, finish_distributed,
-                                keep_freed_memory, load_config)
+                                keep_freed_memory, load_config, use_runtime_parts)
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
 parser.add_argument('config', help='config file')
@@ -53,8 +53,11 @@ def main() -> None:
     except ValueError as error:  # a malformed trusted_checkpoints entry or --stall-timeout
         parser.exit(2, f'error: {error}\n')
     cfg.load_from = args.checkpoint
+    parts = use_runtime_parts(cfg, training=False)
     if args.amp:
         cfg.test_cfg = dict(type='AmpTestLoop')  # autocast; predictions in float32 for the metrics
+        cfg.custom_hooks.append(dict(type='PrepareInferenceHook'))
+        parts += ['AmpTestLoop', 'PrepareInferenceHook']
         if emulated_bf16_warning():
             print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)
     if args.show_dir:
@@ -62,9 +65,10 @@ def main() -> None:
         if visualization is None:
             parser.error(f'{args.config} has no visualization hook for --show-dir')
         visualization.update(draw=True, test_out_dir=args.show_dir)
+    if init_cpu_process_group(args.launcher):
+        parts.append('init_cpu_process_group')
+    print(f'convmlp_mm runtime parts: {", ".join(parts)}', flush=True)
     runner = Runner.from_cfg(cfg)
-    if args.amp:
-        runner.register_hook(PrepareInferenceHook())
     try:
         metrics = runner.test()
     except CheckpointError as error:

@@ -8,10 +8,15 @@ One entry point for all three libraries: the config's ``default_scope`` says whi
 it. Several GPUs (or CPU processes without a GPU): ``tools/dist_train.sh CONFIG N``; on Slurm:
 ``tools/slurm_train.sh``.
 
-Every run stops cleanly on SIGTERM or SIGUSR1 (a checkpoint at the next iteration boundary,
-exit code 128 + the signal's number, and under Slurm a requeue; :class:`PreemptionHook`), and a
-rank that makes no progress for ``--stall-timeout`` seconds writes its stacks to the log and
-stops the job (:class:`StallWatchdogHook`). A requeued Slurm job resumes as with ``--resume``.
+Every run this tool starts uses the runtime parts of ``convmlp_mm.engine`` (named in one log
+line; see ``configs/_base_/convmlp_runtime.py`` for the same lines in a config of your own):
+checkpoints read weights-only and written atomically, the resumable training loop (a mid-epoch
+checkpoint continues exactly), on the CPU gloo and per-process BatchNorm for several processes
+and bfloat16 for ``--amp``. It stops cleanly on SIGTERM or SIGUSR1 (a checkpoint at the next
+iteration boundary, exit code 128 + the signal's number, and under Slurm a requeue;
+``PreemptionHook``), and a rank that makes no progress for ``--stall-timeout`` seconds writes its
+stacks to the log and stops the job (``StallWatchdogHook``). A requeued Slurm job resumes as with
+``--resume``.
 """
 import argparse
 import os
@@ -19,12 +24,12 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.checkpoint import CheckpointError
-from convmlp_mm.hooks import Preempted
+import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
+from convmlp_mm.engine import Preempted, init_cpu_process_group
+from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, DatasetError, ResumeFitsHook, add_run_hooks,
                                 enable_amp, find_resume_checkpoint, finish_distributed, keep_freed_memory,
-                                load_config, slurm_restarts)
+                                load_config, slurm_restarts, use_runtime_parts)
 
 parser = argparse.ArgumentParser(description='Train a model from an mm config.')
 parser.add_argument('config', help='config file')
@@ -57,8 +62,12 @@ def main() -> None:
     if args.resume is None and restarts:
         print(f'Slurm requeued this job ({restarts} times): resuming from {cfg.work_dir}', flush=True)
         args.resume = 'auto'
-    if args.amp:
-        enable_amp(cfg)
+    try:
+        if args.amp:
+            enable_amp(cfg)
+        parts = use_runtime_parts(cfg, training=True)
+    except ValueError as error:
+        parser.exit(2, f'error: {error}\n')
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
@@ -71,6 +80,9 @@ def main() -> None:
     if cfg.get('randomness', {}).get('deterministic'):
         # fresh workers each epoch, seeded as mmengine does: a resumed epoch replays its augmentations
         cfg.train_dataloader.persistent_workers = False
+    if init_cpu_process_group(args.launcher):
+        parts.append('init_cpu_process_group')
+    print(f'convmlp_mm runtime parts: {", ".join(parts)}', flush=True)
     runner = Runner.from_cfg(cfg)
     if cfg.resume and cfg.load_from:
         runner.register_hook(ResumeFitsHook(cfg.load_from))

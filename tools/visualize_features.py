@@ -19,7 +19,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
-import convmlp_mm  # noqa: F401  (compat shims, registration)
+import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
+from convmlp_mm.engine import safe_checkpoint_loading
 from convmlp_mm.runtime import check_scope
 
 matplotlib.use('Agg')
@@ -38,7 +39,8 @@ def backbone_features(cfg: Config, checkpoint, image: np.ndarray):
     with DefaultScope.overwrite_default_scope(scope):
         model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
     if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        with safe_checkpoint_loading():
+            load_checkpoint(model, checkpoint, map_location='cpu')
     else:
         model.init_weights()
     model.eval()

@@ -19,9 +19,10 @@ from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import DefaultScope
 
-import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.checkpoint import CheckpointError
+import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
+from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.data.checks import DatasetError, check_image
+from convmlp_mm.engine import safe_checkpoint_loading
 from convmlp_mm.runtime import TRUST_HELP, check_scope, trust_from
 
 matplotlib.use('Agg')
@@ -84,7 +85,8 @@ def main() -> None:
     from mmpretrain.apis import init_model
     try:
         trust_from(cfg, args.trust_checkpoint)
-        model = init_model(cfg, args.checkpoint, device='cpu').eval()
+        with safe_checkpoint_loading():
+            model = init_model(cfg, args.checkpoint, device='cpu').eval()
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')
     with DefaultScope.overwrite_default_scope('mmpretrain'):  # the pipeline's transforms are mmpretrain's

@@ -10,9 +10,10 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/convmlp_runtime.py',
 ]
-custom_imports = dict(imports=['convmlp_mm'], allow_failed_imports=False)
 custom_hooks = [
+    dict(type='SafeCheckpointLoadHook'),
     # timm's ModelEmaV2 averages parameters and buffers; mmengine's momentum is 1 - decay.
     dict(type='EMAHook', momentum=4e-5, update_buffers=True, strict_load=True, priority='ABOVE_NORMAL'),
     dict(type='RandomStateHook'),
@@ -45,7 +46,7 @@ test_dataloader = val_dataloader
 
 lr, min_lr, warmup_lr = 5e-4, 1e-5, 1e-6
 warmup_epochs, epochs, cooldown_epochs = 5, 300, 10
-optim_wrapper = dict(type='AmpOptimWrapper', optimizer=dict(lr=lr))
+optim_wrapper = dict(type='CPUAmpOptimWrapper', optimizer=dict(lr=lr))  # mmengine's AMP; bfloat16 on the CPU
 param_scheduler = [
     dict(type='LinearLR', start_factor=warmup_lr / lr, by_epoch=True, begin=0, end=warmup_epochs,
          convert_to_iter_based=True),
@@ -53,7 +54,8 @@ param_scheduler = [
          T_max=epochs - warmup_epochs),
     # the cool-down: no scheduler after `epochs`, so the lr stays at min_lr
 ]
-train_cfg = dict(by_epoch=True, max_epochs=epochs + cooldown_epochs, val_interval=10)
+train_cfg = dict(_delete_=True, type='ResumableEpochBasedTrainLoop', max_epochs=epochs + cooldown_epochs, val_interval=10)
+default_hooks = dict(checkpoint=dict(backend_args=dict(backend='atomic_local')))
 # Other GPU counts: `tools/train.py --auto-scale-lr` scales lr linearly from 1024 images per step.
 auto_scale_lr = dict(enable=False, base_batch_size=1024)
 randomness = dict(seed=42)

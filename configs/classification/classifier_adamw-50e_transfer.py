@@ -7,7 +7,7 @@
 # The paper does not say how many GPUs; the names say 8 (the ImageNet runs'), and
 # `tools/train.py --auto-scale-lr` scales lr linearly from 8 GPUs x 128 images.
 _base_ = './classifier_adamw-300e_in1k.py'
-custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
+custom_hooks = [dict(type='SafeCheckpointLoadHook'), dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
 
 model = dict(backbone=dict(init_cfg=dict(
     type='Pretrained', checkpoint='https://shi-labs.com/projects/convmlp/checkpoints/convmlp_s_imagenet.pth')))

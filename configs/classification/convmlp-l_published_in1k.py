@@ -6,4 +6,4 @@
 _base_ = './convmlp-l_8xb128-300e_in1k.py'
 paper_top1 = 80.2
 load_from = 'checkpoints/convmlp_l_in1k.pth'
-custom_hooks = []  # nothing to train: no EMA copy of the published weights
+custom_hooks = [dict(type='SafeCheckpointLoadHook')]  # nothing to train: no EMA copy of the published weights

@@ -6,4 +6,4 @@
 _base_ = './convmlp-m_8xb128-300e_in1k.py'
 paper_top1 = 79.0
 load_from = 'checkpoints/convmlp_m_in1k.pth'
-custom_hooks = []  # nothing to train: no EMA copy of the published weights
+custom_hooks = [dict(type='SafeCheckpointLoadHook')]  # nothing to train: no EMA copy of the published weights

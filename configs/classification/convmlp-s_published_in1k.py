@@ -6,4 +6,4 @@
 _base_ = './convmlp-s_8xb128-300e_in1k.py'
 paper_top1 = 76.8
 load_from = 'checkpoints/convmlp_s_in1k.pth'
-custom_hooks = []  # nothing to train: no EMA copy of the published weights
+custom_hooks = [dict(type='SafeCheckpointLoadHook')]  # nothing to train: no EMA copy of the published weights

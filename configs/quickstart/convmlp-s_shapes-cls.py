@@ -10,7 +10,7 @@ data_root = 'data/shapes_cls'
 classes = ('rectangle', 'ellipse', 'triangle')
 model = dict(backbone=dict(drop_path_rate=0.), head=dict(num_classes=3), train_cfg=None)
 data_preprocessor = dict(num_classes=3)
-custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
+custom_hooks = [dict(type='SafeCheckpointLoadHook'), dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -16,7 +16,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 
-from ..models.base import MultiStageBackbone
+from ..models.layers import MIN_SIZE
 
 DECODE_LIMIT = 2000
 
@@ -59,7 +59,6 @@ def _model_classes(model: dict) -> List[Tuple[str, int]]:
 
 
 #: The smallest image side accepted: the backbones' F4 stride.
-MIN_SIZE = MultiStageBackbone.min_size
 
 
 def check_image(path: str) -> None:

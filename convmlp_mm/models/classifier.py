@@ -1,5 +1,6 @@
-"""ImageNet classifiers: the published head (LayerNorm per token, mean over tokens, linear)
-on our backbones, for mmpretrain (:class:`MLPClsHead`) and for timm (``convmlp_s`` etc.).
+"""The ImageNet classifier: the published head (LayerNorm per token, mean over tokens, linear)
+on our backbones, as a timm model (``convmlp_s`` etc.; torch only). The same head for
+mmpretrain's ``ImageClassifier`` is :class:`convmlp_mm.mm.MLPClsHead`.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -7,51 +8,14 @@ import torch
 import torch.nn as nn
 
 from ..compat import is_autocast_enabled
-from ..registry import register_model
-from .base import HEAD_PREFIXES, MultiStageBackbone, backbone_state_dict, init_published
-from .convmlp import ConvMLP, PureMLP, mmpretrain_to_published
+from .convmlp import ConvMLP, PureMLP, init_published, mmpretrain_to_published
 from .layers import LayerNorm
+from .weights import HEAD_PREFIXES, backbone_state_dict
 
 
 def pool_tokens(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """The published pooling: ``x`` (N, C, H, W) -> LayerNorm per token -> mean -> (N, C)."""
     return norm(x.permute(0, 2, 3, 1)).mean(dim=(1, 2))  # NCHW -> NHWC (N, H, W, C)
-
-
-# ---------------------------------------------------------------------------- mmpretrain
-try:
-    from mmpretrain.models.heads import ClsHead
-except ImportError:  # mmpretrain is an optional extra
-    ClsHead = None
-
-if ClsHead is not None:
-
-    @register_model
-    class MLPClsHead(ClsHead):
-        """The published ConvMLP / Pure-MLP classification head for mmpretrain's
-        ``ImageClassifier``: takes the last backbone output (N, C, H, W).
-
-        Args:
-            num_classes (int): Number of classes.
-            in_channels (int): Channels of the last backbone output.
-            loss (dict): Classification loss config. Defaults to cross-entropy.
-            topk (int | tuple): Top-k accuracies to report. Defaults to (1, ).
-            init_cfg (dict, optional): Defaults to the published init (truncated normal, std .02).
-        """
-
-        def __init__(self, num_classes: int, in_channels: int,
-                     loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
-                     topk: Union[int, Tuple[int, ...]] = (1, ),
-                     init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear', std=.02)) -> None:
-            super().__init__(loss=loss, topk=topk, init_cfg=init_cfg)
-            self.norm = LayerNorm(in_channels)
-            self.fc = nn.Linear(in_channels, num_classes)
-
-        def pre_logits(self, feats: Tuple[torch.Tensor, ...]) -> torch.Tensor:
-            return pool_tokens(self.norm, feats[-1])
-
-        def forward(self, feats: Tuple[torch.Tensor, ...]) -> torch.Tensor:
-            return self.fc(self.pre_logits(feats)).float()  # softmax and loss always in float32 (mmpretrain)
 
 
 # --------------------------------------------------------------------------------- timm
@@ -85,7 +49,7 @@ class MLPClassifier(nn.Module):
                  dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         check_global_pool(global_pool)
-        self.backbone: MultiStageBackbone = self.backbones[backbone](arch, drop_path_rate=drop_path_rate,
+        self.backbone: ConvMLP = self.backbones[backbone](arch, drop_path_rate=drop_path_rate,
                                                                      in_channels=in_chans)
         self.in_chans = in_chans
         self.num_classes = num_classes

@@ -20,15 +20,15 @@ the published checkpoints (``convmlp_{s,m,l}_imagenet.pth``) and, for the ``'mlp
 stage, the Pure-MLP layout of earlier releases (stem stage at ``stages.0``), so both load
 without renaming.
 """
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..registry import register_model
-from .base import MultiStageBackbone
-from .layers import (ConvDownsample, ConvTokenizer, LayerNorm, MLPBlock, MLPStage, PatchMerging, check_images,
-                     conv_bn_relu, maybe_checkpoint, resolve_arch)
+from .layers import (MIN_SIZE, ConvDownsample, ConvTokenizer, LayerNorm, MLPBlock, MLPStage, PatchMerging,
+                     check_images, check_out_indices, conv_bn_relu, maybe_checkpoint, resolve_arch)
+from .weights import backbone_state_dict, load_state_dict_exactly, read_checkpoint
 
 torch.fx.wrap('check_images')  # a leaf of torch.fx graphs: its branches depend on the input
 
@@ -135,14 +135,25 @@ SIZES = {
 }
 
 
-@register_model
-class ConvMLP(MultiStageBackbone):
+class ConvMLP(nn.Module):
     """ConvMLP backbone, returning F1-F4 (strides 4, 8, 16, 32) as contiguous NCHW tensors.
 
-    F1 is the tokenizer output (C channels), F2 the stem stage's (dims[0]), F3 the first MLP
-    stage's after its downsampling (dims[1]) and F4 the last stage's (dims[2]), where the
-    published detection and segmentation models tap them. Any input size works; each stride-2
-    step gives ``ceil(H / 2)``.
+    Four feature stages; feature stage ``i`` produces F(i+1), where the published detection and
+    segmentation models tap them:
+
+    =====  ==================  ======  =================================================
+    stage  output              stride  modules (conv stem stages / ``'mlp'`` stem stage)
+    =====  ==================  ======  =================================================
+    0      F1, C channels      4       tokenizer / tokenizer
+    1      F2, dims[0]         8       conv_stages / stages.0
+    2      F3, dims[1]         16      stages.0 / stages.1
+    3      F4, dims[2]         32      stages.1 + stages.2 / stages.2 + stages.3
+    =====  ==================  ======  =================================================
+
+    ``out_indices`` picks among F1-F4 and ``frozen_stages`` counts in the same stages. Any input
+    of at least 32x32 works; each stride-2 step gives ``ceil(H / 2)``. A plain ``nn.Module``
+    (torch only); with mmengine installed, the registered ``ConvMLP`` of configs is
+    :class:`convmlp_mm.mm.ConvMLP`, this class with ``init_cfg``.
 
     Args:
         arch (str | dict): A name of :attr:`arch_zoo` (``'s'``/``'m'``/``'l'``, the Pure-MLP
@@ -150,16 +161,30 @@ class ConvMLP(MultiStageBackbone):
             dict with the keys of its entries; ``stem_stage``, ``downsample`` and ``dwconv`` may
             be left out (defaults: the published ``'conv'``, ``'conv'``, ``True``). See the module
             docstring for the switches. Defaults to ``'s'``.
+        out_indices (int | Sequence[int]): Which of F1-F4 ``forward`` returns (0-3; negative
+            values count from the end). Defaults to all four.
         drop_path_rate (float): Stochastic depth: in every MLP stage it rises linearly from 0 to
             this value. The default 0.1 is the published schedule.
-        out_indices, frozen_stages, norm_eval, with_cp, init_cfg, in_channels: see
-            :class:`~convmlp_mm.models.base.MultiStageBackbone`.
+        frozen_stages (int): Stages 0..frozen_stages get ``requires_grad=False`` and stay in
+            eval mode. -1 (default) freezes nothing.
+        norm_eval (bool): Keep every BatchNorm in eval mode while training (frozen running
+            statistics; affine parameters still train unless frozen). Defaults to False.
+        with_cp (bool): Gradient checkpointing per block: less memory, same outputs and
+            gradients, one more forward per block in backward. Defaults to False.
+        in_channels (int): Channels of the input images. Defaults to 3 (the published models).
 
     Example:
         >>> model = ConvMLP('s').eval()
         >>> [tuple(f.shape) for f in model(torch.rand(1, 3, 224, 224))]
         [(1, 64, 56, 56), (1, 128, 28, 28), (1, 256, 14, 14), (1, 512, 7, 7)]
     """
+    strides = (4, 8, 16, 32)
+    num_stages = 4
+    #: The smallest input height and width: the stride of F4.
+    min_size = MIN_SIZE
+    #: Memory format of the maps ``forward`` returns: contiguous NCHW; channels-last after
+    #: :func:`~convmlp_mm.models.fusion.prepare_inference` (the layout they are computed in).
+    out_memory_format = torch.contiguous_format
     #: The allowed values of the three switches.
     switches = dict(stem_stage=('conv', 'conv_v1', 'mlp'), downsample=('conv', 'patch_merging'), dwconv=(True, False))
     #: What a custom arch dict gets for the switches it leaves out.
@@ -167,8 +192,18 @@ class ConvMLP(MultiStageBackbone):
 
     def __init__(self, arch: Union[str, dict] = 's', out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.1, frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, init_cfg: Union[dict, None] = None, in_channels: int = 3) -> None:
-        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, init_cfg, in_channels)
+                 with_cp: bool = False, in_channels: int = 3) -> None:
+        super().__init__()
+        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+            raise ValueError(f'in_channels={in_channels!r} is invalid: expected a positive integer (3 for RGB)')
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < self.num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages!r} is invalid: expected an integer in '
+                             f'[-1, {self.num_stages - 1}] (-1 freezes nothing)')
+        self.in_channels = in_channels
+        self.out_indices = check_out_indices(out_indices, self.num_stages)
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
         self.arch = arch if isinstance(arch, str) else 'custom'
         cfg = resolve_arch(arch, self.arch_zoo, type(self).__name__, self.switches, self.switch_defaults)
         self.arch_cfg = cfg
@@ -192,9 +227,14 @@ class ConvMLP(MultiStageBackbone):
                    for i, depth in enumerate(cfg['depths'])]
         self.stages = nn.ModuleList(stages)
         stem = self.conv_stages if self.conv_stages is not None else self.stages[0]
-        self.feature_stages = [[self.tokenizer], [stem], [self.stages[-3]], [self.stages[-2], self.stages[-1]]]
+        #: The modules of each feature stage, in order (what ``frozen_stages`` freezes).
+        self.feature_stages: List[List[nn.Module]] = [[self.tokenizer], [stem], [self.stages[-3]],
+                                                      [self.stages[-2], self.stages[-1]]]
         self.channels = (c, dims[0], dims[1], dims[2])
-        self._finish_init()
+        #: channels and strides of the returned maps, in ``out_indices`` order
+        self.out_channels = tuple(self.channels[i] for i in self.out_indices)
+        self.out_strides = tuple(self.strides[i] for i in self.out_indices)
+        self._freeze_stages()
 
     @torch.jit.unused  # variable-length tuples are not TorchScript; scripted models use forward_maps
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -224,6 +264,87 @@ class ConvMLP(MultiStageBackbone):
                 feats.append(x.permute(0, 3, 1, 2))  # NHWC -> NCHW view (N, C'', H'', W'')
         return feats
 
+    # ----------------------------------------------------------------- training behaviour
+    def _freeze_stages(self) -> None:
+        for modules in self.feature_stages[:self.frozen_stages + 1]:
+            for module in modules:
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'ConvMLP':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    # ------------------------------------------------------------ layer-wise lr decay
+    def layer_units(self) -> List[str]:
+        """Module names of the backbone's layers for layer-wise learning-rate decay, input first:
+        the tokenizer, each conv block (a conv stage without blocks is one layer), each MLP
+        block; a stage's downsampling belongs to its last block."""
+        units = ['tokenizer']
+        conv = getattr(self, 'conv_stages', None)
+        if conv is not None:
+            blocks = getattr(conv, 'conv_blocks', None)
+            units += [f'conv_stages.conv_blocks.{i}' for i in range(len(blocks))] if blocks else ['conv_stages']
+        for s, stage in enumerate(getattr(self, 'stages', [])):
+            units += [f'stages.{s}.blocks.{b}' for b in range(len(stage.blocks))]
+        return units
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """mmpretrain's layer-wise decay protocol: ``(depth of param_name, number of depths)``.
+        Depth i is :meth:`layer_units` ``[i]``; names outside ``prefix`` (the head) get the last
+        depth, so their lr is the base lr and the tokenizer's the most decayed.
+
+        Args:
+            param_name (str): A parameter name of the model that holds this backbone.
+            prefix (str): The backbone's prefix in those names, e.g. ``'backbone.'``.
+        """
+        units = self.layer_units()
+        if not param_name.startswith(prefix):
+            return len(units), len(units) + 1
+        name = param_name[len(prefix):]
+        for depth in range(len(units) - 1, -1, -1):
+            if name.startswith(units[depth] + '.'):
+                return depth, len(units) + 1
+        # not inside a block: a stage's downsampling, which goes with that stage's last block
+        stage = '.'.join(name.split('.')[:2]) if name.startswith('stages.') else name.split('.')[0]
+        depths = [d for d, unit in enumerate(units) if unit == stage or unit.startswith(stage + '.')]
+        if depths:
+            return max(depths), len(units) + 1
+        raise ValueError(f'{param_name!r} is not a parameter of {type(self).__name__} (prefix {prefix!r})')
+
+    # ------------------------------------------------------------------- init and weights
+    def init_weights(self) -> None:
+        """The published random initialisation."""
+        self.apply(init_published)
+
+    def load_pretrained(self, filename: str, sha256: Optional[str] = None,
+                        reader: Callable[..., object] = read_checkpoint) -> None:
+        """Loads backbone weights from ``filename`` (a path or URL), strictly, after checking its
+        SHA-256 when ``sha256`` is given.
+
+        Accepted: a published classification checkpoint (a raw state dict, or wrapped in
+        ``state_dict``/``model``, with or without ``module.``) whose ``norm.*``/``head.*`` keys
+        are ignored, and mm checkpoints of ours (detector, segmentor or classifier), whose
+        ``backbone.*`` keys are taken. Any other missing or unexpected key, or a shape that
+        differs, raises :class:`~convmlp_mm.models.weights.CheckpointError` naming the file and
+        the keys.
+
+        Args:
+            filename (str): A path or URL.
+            sha256 (str, optional): The file's expected SHA-256.
+            reader (callable): ``reader(filename, map_location=..., sha256=...)`` -> checkpoint.
+                Defaults to torch's weights-only reader
+                (:func:`~convmlp_mm.models.weights.read_checkpoint`).
+        """
+        checkpoint = reader(filename, map_location='cpu', sha256=sha256)
+        load_state_dict_exactly(self, backbone_state_dict(checkpoint, filename), filename)
+
     # ------------------------------------------------------------------------ arch table
     # Sizes S/M/L (Table 1) with the switches of the published models; Pure-MLP and Table 2's
     # rows (all with the S sizes; rows 5 and 6 differ only in epochs) are entries of the same table.
@@ -244,7 +365,6 @@ class ConvMLP(MultiStageBackbone):
     }
 
 
-@register_model
 class PureMLP(ConvMLP):
     """The paper's Pure-MLP baseline (Table 2, first row): ConvMLP with the three switches off,
     ``stem_stage='mlp'``, ``downsample='patch_merging'``, ``dwconv=False`` ("one patch converter
@@ -258,8 +378,7 @@ class PureMLP(ConvMLP):
             dict of ConvMLP's arch keys (the switches may be left out; others than Pure-MLP's
             are refused: use :class:`ConvMLP` for them).
         drop_path_rate (float): Stochastic depth, rising linearly from 0 to this in every stage.
-        out_indices, frozen_stages, norm_eval, with_cp, init_cfg, in_channels: see
-            :class:`~convmlp_mm.models.base.MultiStageBackbone`.
+        out_indices, frozen_stages, norm_eval, with_cp, in_channels: see :class:`ConvMLP`.
     """
     switch_defaults = dict(stem_stage='mlp', downsample='patch_merging', dwconv=False)
     switches = {key: (value, ) for key, value in switch_defaults.items()}
@@ -270,9 +389,25 @@ class PureMLP(ConvMLP):
     }
 
 
+def init_published(module: nn.Module) -> None:
+    """The published random initialisation, applied per module."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, _BatchNorm)):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 # ----------------------------------------------------------------- checkpoint converter
 # The backbone's module names are the published ones, so a published backbone state dict
-# needs no renaming (``backbone_state_dict`` in base.py unwraps it and drops the head). Our
+# needs no renaming (``backbone_state_dict`` in weights.py unwraps it and drops the head). Our
 # mmpretrain classifier keeps the head apart; these two map between the layouts.
 def published_to_mmpretrain(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Published ImageNet state dict -> our mmpretrain classifier's

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .base import MultiStageBackbone
+from .convmlp import ConvMLP
 from .layers import MLPBlock
 
 
@@ -92,7 +92,7 @@ def prepare_inference(model: nn.Module, channels_last: bool = True) -> nn.Module
         for name, child in module.named_children():
             if name in OUTPUT_LAYERS and isinstance(child, (nn.Conv2d, nn.Linear)):
                 setattr(module, name, Float32Output(child))
-        if isinstance(module, MultiStageBackbone):
+        if isinstance(module, ConvMLP):
             fuse(module)
             if channels_last:
                 module.out_memory_format = torch.channels_last

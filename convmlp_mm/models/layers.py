@@ -9,8 +9,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn.bricks import DropPath as _DropPath
-from mmcv.cnn.bricks.drop import drop_path
 from torch.utils.checkpoint import checkpoint
 
 from ..compat import is_autocast_enabled
@@ -62,18 +60,41 @@ def check_images(x: torch.Tensor, in_channels: int, min_size: int = MIN_SIZE) ->
                          '(normalised images, as the data preprocessor gives)')
 
 
+def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: in training, each sample's branch is zeroed with probability
+    ``drop_prob`` and the kept ones scaled by ``1 / (1 - drop_prob)``; the identity otherwise."""
+    if drop_prob == 0. or not training:
+        return x
+    keep = 1. - drop_prob
+    mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
 # torch.fx records these as calls instead of tracing into their size- and mode-dependent branches
-# (mmcv's drop_path builds its random tensor's shape from the input's: torch 2.1's fx cannot trace that).
+# (drop_path builds its mask's shape from the input's: torch 2.1's fx cannot trace that).
 torch.fx.wrap('layer_norm')
 torch.fx.wrap('pad_to_even')
 torch.fx.wrap('drop_path')
 
 
-class DropPath(_DropPath):
-    """mmcv's DropPath (same arguments and behaviour), calling its ``drop_path`` as a torch.fx leaf."""
+class DropPath(nn.Module):
+    """Stochastic depth of a residual branch (:func:`drop_path`), a leaf of torch.fx graphs.
+
+    Args:
+        drop_prob (float): Probability of dropping a sample's branch in training.
+    """
+
+    def __init__(self, drop_prob: float = 0.1) -> None:
+        super().__init__()
+        if not 0 <= drop_prob < 1:
+            raise ValueError(f'drop_prob={drop_prob!r} is invalid: expected a probability in [0, 1)')
+        self.drop_prob = drop_prob
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
 
 
 class LayerNorm(nn.LayerNorm):

@@ -3,17 +3,17 @@
 ``features_only=True`` gives F1-F4 through :meth:`MLPClassifier.forward_intermediates`;
 ``pretrained=True`` downloads the published ImageNet weights named in ``default_cfgs``
 (ConvMLP only: Pure-MLP has no published weights), or reads
-``pretrained_cfg_overlay=dict(file=PATH)``, through our weights-only loader
-(:mod:`convmlp_mm.checkpoint`); with another ``num_classes`` the classifier stays freshly
-initialised. Imported only when timm is installed.
+``pretrained_cfg_overlay=dict(file=PATH)``, weights-only with torch alone
+(:func:`~convmlp_mm.models.weights.read_checkpoint`); with another ``num_classes`` the classifier
+stays freshly initialised, and ``features_only`` models take the backbone's weights (timm's
+feature wrapper has pruned the head). Imported only when timm is installed.
 """
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._manipulate import adapt_input_conv
 
-from ..checkpoint import CheckpointError, load_checkpoint
-from .base import load_state_dict_exactly, unwrap_state_dict
 from .classifier import MLPClassifier, timm_checkpoint_filter
+from .weights import HEAD_PREFIXES, CheckpointError, load_state_dict_exactly, read_checkpoint, unwrap_state_dict
 
 PUBLISHED_URL = 'https://shi-labs.com/projects/convmlp/checkpoints/convmlp_{}_imagenet.pth'
 
@@ -40,17 +40,21 @@ def _create(backbone: str, arch: str, variant: str, pretrained: bool, **kwargs) 
 
 
 def _load_pretrained(model, cfg: dict, features_only: bool) -> None:
-    """timm's ``load_pretrained`` for our models, reading through :mod:`convmlp_mm.checkpoint`."""
+    """timm's ``load_pretrained`` for our models, reading weights-only. ``model`` is the classifier,
+    or for ``features_only`` the one inside timm's feature wrapper, whose head and final norm
+    timm may have pruned: those keys of the file are then not loaded."""
     source = cfg.get('file') or cfg.get('url')
     if not source:
         raise CheckpointError(f"{cfg.get('architecture')} has no pretrained weights: pass "
                               "pretrained_cfg_overlay=dict(file=PATH) with a checkpoint of this arch")
-    state = timm_checkpoint_filter(unwrap_state_dict(load_checkpoint(source, map_location='cpu'), source), model)
+    state = timm_checkpoint_filter(unwrap_state_dict(read_checkpoint(source, map_location='cpu'), source), model)
     first_conv = cfg.get('first_conv', '') + '.weight'
     if model.in_chans != 3 and first_conv in state:  # timm's way: sum or repeat the RGB filters
         state[first_conv] = adapt_input_conv(model.in_chans, state[first_conv])
     own = model.state_dict()
-    if features_only or own['head.weight'].shape != state.get('head.weight', own['head.weight']).shape:
+    if features_only:  # timm's feature wrapper pruned the head (and maybe the final norm)
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(HEAD_PREFIXES)}
+    if 'head.weight' in own and own['head.weight'].shape != state.get('head.weight', own['head.weight']).shape:
         state = {k: v for k, v in state.items() if not k.startswith('head.')}  # another classifier
         state.update({k: v for k, v in own.items() if k.startswith('head.')})
     load_state_dict_exactly(model, state, source)

@@ -18,8 +18,8 @@ import sys
 
 import torch
 
-import convmlp_mm  # noqa: F401  (compat shims, registration)
-from convmlp_mm.checkpoint import CheckpointError
+import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
+from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.deployment import (PARTS, ExportError, TensorGraph, build_model, export_onnx, max_relative_errors,
                                    ort_session)
 

@@ -1,12 +1,13 @@
-"""Checkpoint reading that cannot run code: every checkpoint read of convmlp_mm and of the
-OpenMMLab libraries it runs under goes through :func:`load_safely`.
+"""Checkpoint reading that cannot run code, for mmengine runs: :func:`load_safely` and the
+:func:`safe_checkpoint_loading` context that puts it behind mmengine's ``CheckpointLoader``.
 
 A ``.pth`` file is a pickle, and unpickling can call any function the file names. mmengine 0.10
 reads checkpoints with a plain ``torch.load`` (on torch < 2.6 that runs any pickle; on torch >=
 2.6 ``weights_only=True`` refuses mmengine's own checkpoints), and its URL loader reads with
 ``weights_only=False``. Here a checkpoint may name only:
 
-- the globals of torch's weights-only unpickler (tensors, storages, ``OrderedDict``, ...), and
+- the globals of torch's weights-only unpickler (tensors, storages, ``OrderedDict``, ...) and
+  those the user allowed with ``torch.serialization.add_safe_globals``, and
 - :data:`ALLOWED_GLOBALS`, exactly what the checkpoints of convmlp_mm, mmengine, mmdet, mmseg and
   mmpretrain contain: mmengine's ``HistoryBuffer`` (``message_hub``), numpy arrays, scalars and
   numeric dtypes (``meta``, ``RandomStateHook``'s RNG state, a numpy ``best_score``) under their
@@ -19,7 +20,8 @@ global, before anything is unpickled (the file's globals are read with :mod:`pic
 again while unpickling (torch's weights-only unpickler with the allowlist in place for this load
 only, ``torch.serialization.safe_globals``; on torch without that API, a restricted unpickler
 passed as ``torch.load``'s ``pickle_module``). Nothing falls back to unsafe loading by itself;
-HistoryBuffer's class-level statistics table is restored after every load.
+HistoryBuffer's class-level statistics table is restored after every load. A zip-format file is
+read from disk by torch (one copy of its tensors in memory), not read into memory first.
 
 A file you trust can be opted in by name (:func:`trust_checkpoint`, the ``trusted_checkpoints``
 config key and ``--trust-checkpoint`` of our tools), optionally pinned to its SHA-256: it is then
@@ -27,7 +29,12 @@ read with a full unpickler and a warning naming it.
 
 URLs (``http(s)://``, ``torchvision://``, ``open-mmlab://``, ``mmcls://``) are downloaded into
 torch's hub cache by rank 0, then by nobody else (the other ranks wait), and read like local files.
-:func:`register_loaders` installs these loaders for every ``CheckpointLoader`` scheme mmengine has.
+
+Nothing is installed by importing this module. :func:`load_checkpoint` reads one file this way;
+:func:`safe_checkpoint_loading` (a ``with`` context) and :class:`SafeCheckpointLoadHook` (a hook
+that enters it in ``before_run`` and leaves it in ``after_run``) make mmengine's own
+``CheckpointLoader`` read this way for their duration, for the schemes mmengine registered itself
+(a scheme another package registered is left to it), and restore mmengine's afterwards.
 """
 import hashlib
 import importlib
@@ -37,24 +44,24 @@ import os
 import os.path as osp
 import pickle
 import pickletools
+import re
 import threading
-import warnings
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
+from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+from mmengine.registry import HOOKS
 from mmengine.runner import checkpoint as mm_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .compat import HAS_SAFE_GLOBALS_BY_NAME, NUMPY_CORE
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read, is refused, or does not fit; the message names the file."""
+from ..compat import HAS_SAFE_GLOBALS_BY_NAME, numpy_core, user_safe_globals
+from ..models.weights import CheckpointError, CheckpointNotFoundError, check_sha256
 
 
 # -------------------------------------------------------------------------------- the allowlist
@@ -82,7 +89,7 @@ def _numpy_globals() -> Dict[str, Any]:
     """numpy's pickling globals under the numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``)
     names, so that a file written under either loads under either; numeric dtypes only (no object,
     void or structured dtype)."""
-    multiarray = importlib.import_module(f'{NUMPY_CORE}.multiarray')
+    multiarray = importlib.import_module(f'{numpy_core()}.multiarray')
     found = {'numpy.ndarray': np.ndarray, 'numpy.dtype': np.dtype}
     for core in ('numpy.core', 'numpy._core'):
         found[f'{core}.multiarray._reconstruct'] = multiarray._reconstruct
@@ -131,19 +138,27 @@ def _python3_name(module: str, name: str) -> str:
 
 
 def _resolve(full: str) -> Any:
-    """What an allowed global loads as; None when it is not allowed."""
-    found = ALLOWED_GLOBALS.get(full)
-    return found if found is not None else _torch_weights_only_globals().get(full)
+    """What an allowed global loads as (ours, torch's, or the user's ``add_safe_globals``); None
+    when it is not allowed."""
+    for allowed in (ALLOWED_GLOBALS, _torch_weights_only_globals(), user_safe_globals()):
+        if allowed.get(full) is not None:
+            return allowed[full]
+    return None
 
 
 # ------------------------------------------------------------------------ reading the globals
-def _streams(data: bytes):
-    """Each pickle of a torch file: the zip format's ``data.pkl``, or the legacy format's five
-    consecutive pickles (magic number, protocol, system info, object, storage keys; then raw data)."""
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+def _streams(data: Union[str, bytes]):
+    """Each pickle of a torch file (a path, or its bytes): the zip format's ``data.pkl`` (read
+    alone), or the legacy format's five consecutive pickles (magic number, protocol, system info,
+    object, storage keys; then raw data)."""
+    source = data if isinstance(data, str) else io.BytesIO(data)
+    if zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as archive:
             yield from (archive.read(name) for name in archive.namelist() if name.endswith('data.pkl'))
         return
+    if isinstance(data, str):
+        with open(data, 'rb') as f:
+            data = f.read()
     stream = io.BytesIO(data)
     for _ in range(5):
         start, end = stream.tell(), None
@@ -160,8 +175,9 @@ def _streams(data: bytes):
         stream.seek(end)
 
 
-def checkpoint_globals(data: bytes) -> List[str]:
-    """Every global (``module.name``) the pickles of a torch checkpoint name, without unpickling."""
+def checkpoint_globals(data: Union[str, bytes]) -> List[str]:
+    """Every global (``module.name``) the pickles of a torch checkpoint (a path, or its bytes)
+    name, without unpickling."""
     names = []
     for stream in _streams(data):
         pushed, memo = [None], {}  # what each opcode pushed: the string, or None for anything else
@@ -184,7 +200,7 @@ def checkpoint_globals(data: bytes) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def refused_globals(data: bytes) -> List[str]:
+def refused_globals(data: Union[str, bytes]) -> List[str]:
     """The globals of ``data`` that are neither torch's weights-only ones nor :data:`ALLOWED_GLOBALS`."""
     storage = ('torch', 'torch.storage', 'torch.cuda')
     return [name for name in checkpoint_globals(data) if _resolve(name) is None
@@ -199,7 +215,7 @@ def _key(filename: str) -> str:
     return filename if '://' in filename else osp.realpath(osp.expanduser(filename))
 
 
-def trust_checkpoint(filename: str, sha256: Optional[str] = None) -> None:
+def trust_checkpoint(filename: str, sha256: Optional[str] = None, check_only: bool = False) -> None:
     """Opts one file (a path or URL) you trust out of the allowlist: it will be read with a full
     unpickler, which can run code the file names, and a warning naming it is logged. With
     ``sha256`` the file is read only if its SHA-256 is that one."""
@@ -209,12 +225,13 @@ def trust_checkpoint(filename: str, sha256: Optional[str] = None) -> None:
                                or any(c not in '0123456789abcdef' for c in sha256.lower())):
         raise ValueError(f'sha256={sha256!r} for trusted checkpoint {filename!r} is invalid: '
                          'expected 64 hexadecimal digits')
-    _TRUSTED[_key(filename)] = sha256.lower() if sha256 else None
+    if not check_only:
+        _TRUSTED[_key(filename)] = sha256.lower() if sha256 else None
 
 
-def trust_checkpoints(entries: List[Union[str, dict]]) -> None:
+def trust_checkpoints(entries: List[Union[str, dict]], check_only: bool = False) -> None:
     """:func:`trust_checkpoint` for each entry of a ``trusted_checkpoints`` config list: a path or
-    URL, or ``dict(file=..., sha256=...)``."""
+    URL, or ``dict(file=..., sha256=...)``. With ``check_only``, validates the entries only."""
     if not isinstance(entries, (list, tuple)):
         raise ValueError(f'trusted_checkpoints={entries!r} is invalid: expected a list of paths or '
                          "dict(file=..., sha256=...)")
@@ -224,15 +241,15 @@ def trust_checkpoints(entries: List[Union[str, dict]]) -> None:
             if 'file' not in entry or unknown:
                 raise ValueError(f'trusted_checkpoints entry {entry!r} is invalid: expected the keys '
                                  "'file' and optionally 'sha256'")
-            trust_checkpoint(entry['file'], entry.get('sha256'))
+            trust_checkpoint(entry['file'], entry.get('sha256'), check_only)
         else:
-            trust_checkpoint(entry)
+            trust_checkpoint(entry, check_only=check_only)
 
 
 def _opt_in_hint(filename: str) -> str:
     return (f'if you trust this file, opt it in: trusted_checkpoints=[dict(file={filename!r}, '
             "sha256='...')] in the config, --trust-checkpoint FILE[:SHA256] for tools/train.py, test.py "
-            f'and infer.py, or convmlp_mm.trust_checkpoint({filename!r})')
+            f'and infer.py, or convmlp_mm.engine.trust_checkpoint({filename!r})')
 
 
 # ------------------------------------------------------------------------------ loading
@@ -261,19 +278,19 @@ class _RestrictedPickle:
         return _RestrictedUnpickler(file, **kwargs).load()
 
 
-def _unpickle_weights_only(data: bytes, map_location) -> Any:
+def _unpickle_weights_only(source: Union[str, io.BytesIO], map_location) -> Any:
     if HAS_SAFE_GLOBALS_BY_NAME:
         present = set(torch.serialization.get_safe_globals())  # the caller's own, left as they are
         safe = [(obj, name) for name, obj in ALLOWED_GLOBALS.items() if (obj, name) not in present]
         with torch.serialization.safe_globals(safe):
-            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False,
-                      pickle_module=_RestrictedPickle)
+            return torch.load(source, map_location=map_location, weights_only=True)
+    return torch.load(source, map_location=map_location, weights_only=False, pickle_module=_RestrictedPickle)
 
 
 def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[str] = None,
                 filename: Optional[str] = None) -> Any:
-    """Reads a checkpoint without running code: the one loader behind every checkpoint read.
+    """Reads a checkpoint without running code: the one loader behind every checkpoint read of
+    the engine layer.
 
     Args:
         source (str | bytes): A local file, or the file's bytes.
@@ -283,30 +300,32 @@ def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[s
             (defaults to ``source`` when it is a path; a URL's name when read from the cache).
 
     Raises:
-        CheckpointError: the file is missing, unreadable, corrupt, has another SHA-256, or names a
-            global that is not allowed (the message names the file, the globals and how to opt in).
+        CheckpointNotFoundError: no such file (a ``FileNotFoundError``). CheckpointError: the file
+            has another SHA-256 or names a global that is not allowed (the message names the file,
+            the globals and how to opt in).
     """
     filename = filename or (source if isinstance(source, str) else '<bytes>')
     if isinstance(source, str):
         path = osp.expanduser(source)
         if not osp.isfile(path):
-            raise FileNotFoundError(f'{path} can not be found.')
-        with open(path, 'rb') as f:
-            data = f.read()
+            raise CheckpointNotFoundError(f'cannot load checkpoint {filename!r}: no such file ({path}); expected '
+                                          'the path of a checkpoint file or an http(s) URL')
+        readable: Union[str, io.BytesIO] = path
     else:
-        data = source
+        path, readable = None, io.BytesIO(source)
     key = _key(filename)
     trusted = key in _TRUSTED
     expected = sha256 or _TRUSTED.get(key)
-    digest = hashlib.sha256(data).hexdigest() if expected else None
-    if expected and digest != expected.lower():
-        raise CheckpointError(f'cannot load checkpoint {filename!r}: its SHA-256 is {digest}; '
-                              f'expected {expected.lower()} (the file changed, or the hash is of another file)')
+    if expected and path is not None:
+        check_sha256(path, expected, filename)
+    elif expected and hashlib.sha256(source).hexdigest() != expected.lower():
+        raise CheckpointError(f'cannot load checkpoint {filename!r}: its SHA-256 is '
+                              f'{hashlib.sha256(source).hexdigest()}; expected {expected.lower()}')
     if trusted:
         print_log(f'loading trusted checkpoint {filename!r} with a full unpickler: it can run code it '
                   'names', logger='current', level=logging.WARNING)
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
-    refused = refused_globals(data)
+        return torch.load(readable, map_location=map_location, weights_only=False)
+    refused = refused_globals(path if path is not None else source)
     if refused:
         raise CheckpointError(f'cannot load checkpoint {filename!r}: refused global(s) {", ".join(refused)} '
                               '(unpickling them could run code); expected tensors, containers, numpy arrays '
@@ -314,7 +333,7 @@ def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[s
     with _LOCK:
         statistics = dict(HistoryBuffer._statistics_methods)
         try:
-            return _unpickle_weights_only(data, map_location)
+            return _unpickle_weights_only(readable, map_location)
         except pickle.UnpicklingError as error:
             refusal = _refusal(error)
             if refusal is None:  # not a refusal: a corrupt file, reported as such by the caller
@@ -418,11 +437,15 @@ LOADERS: Dict[str, Callable] = {
 }
 
 
-def explain_load_error(filename: str, error: BaseException) -> str:
-    """One line: the file, the cause and what was expected."""
+def explain_load_error(filename: str, error: BaseException) -> CheckpointError:
+    """One error for a checkpoint that could not be read: the file, the cause and what was
+    expected; a :class:`CheckpointNotFoundError` for a missing file."""
+    if isinstance(error, CheckpointError):
+        return error
     if isinstance(error, FileNotFoundError):
-        cause, expected = 'no such file', 'the path of a checkpoint file or an http(s) URL'
-    elif isinstance(error, OSError) and '://' in filename:
+        return CheckpointNotFoundError(f'cannot load checkpoint {filename!r}: no such file; expected the path of a '
+                                       'checkpoint file or an http(s) URL')
+    if isinstance(error, OSError) and '://' in filename:
         cause = f'cannot download it ({type(error).__name__}: {error})'
         expected = 'a reachable URL; or download the file yourself and pass its path'
     elif isinstance(error, OSError):  # permissions, a folder, an I/O error
@@ -430,53 +453,114 @@ def explain_load_error(filename: str, error: BaseException) -> str:
     else:  # the bytes are there but do not decode (zip reader, unpickler, ...)
         cause = f'the file is truncated or corrupt ({type(error).__name__}: {error})'
         expected = 'a complete file written by torch.save; copy it again or use an earlier checkpoint'
-    return f'cannot load checkpoint {filename!r}: {cause}; expected {expected}'
+    return CheckpointError(f'cannot load checkpoint {filename!r}: {cause}; expected {expected}')
 
 
-def _load_checkpoint(cls, filename: str, map_location=None, logger='current') -> Any:
-    """``CheckpointLoader.load_checkpoint`` raising :class:`CheckpointError` with the file name."""
+def _loader_for(filename: str) -> Callable:
+    """Our loader for ``filename``'s scheme (the longest matching prefix, as mmengine picks)."""
+    for prefix in sorted(LOADERS, key=len, reverse=True):
+        if re.match(prefix, filename) is not None:
+            return LOADERS[prefix]
+    return load_from_local
+
+
+def load_checkpoint(filename: str, map_location=None, sha256: Optional[str] = None) -> Any:
+    """Reads one checkpoint safely (any scheme of :data:`LOADERS`), optionally checking the file's
+    SHA-256 before anything is unpickled (local files and http(s) URLs; a URL is checked on its
+    downloaded copy). Installs nothing.
+
+    Raises:
+        CheckpointNotFoundError: no such file. CheckpointError: anything else, naming the file.
+    """
+    filename = str(filename)
+    try:
+        if sha256 is None:
+            return _loader_for(filename)(filename, map_location)
+        if '://' in filename and not filename.startswith(('http://', 'https://')):
+            raise CheckpointError(f'cannot check sha256 of checkpoint {filename!r}: expected a local file or an '
+                                  'http(s) URL')
+        path = download(filename) if '://' in filename else filename
+        return load_safely(path, map_location, sha256=sha256, filename=filename)
+    except Exception as error:
+        raise explain_load_error(filename, error) from error
+
+
+def _checkpoint_loader_load(cls, filename: str, map_location=None, logger='current') -> Any:
+    """``CheckpointLoader.load_checkpoint`` inside :func:`safe_checkpoint_loading`: mmengine's
+    scheme lookup and log line, errors as :class:`CheckpointError` naming the file."""
     loader = cls._get_checkpoint_loader(filename)
     print_log(f'Loads checkpoint by {loader.__name__[10:]} backend from path: {filename}', logger=logger)
     try:
         return loader(filename, map_location)
-    except CheckpointError:
-        raise
     except Exception as error:
-        raise CheckpointError(explain_load_error(str(filename), error)) from error
+        raise explain_load_error(str(filename), error) from error
 
 
-def load_checkpoint(filename: str, map_location=None, sha256: Optional[str] = None) -> Any:
-    """``CheckpointLoader.load_checkpoint``, optionally checking the file's SHA-256 before anything
-    is unpickled (local files and http(s) URLs; a URL is checked on its downloaded copy)."""
-    if sha256 is None:
-        return CheckpointLoader.load_checkpoint(filename, map_location)
-    if '://' in filename and not filename.startswith(('http://', 'https://')):
-        raise CheckpointError(f'cannot check sha256 of checkpoint {filename!r}: expected a local file or an '
-                              'http(s) URL')
+_MMENGINE_SCHEMES = 'mmengine.runner.checkpoint'  # the module of mmengine's built-in loaders
+
+
+@contextmanager
+def safe_checkpoint_loading(trusted: Optional[List[Union[str, dict]]] = None) -> Iterator[None]:
+    """Inside: every read through mmengine's ``CheckpointLoader`` (``load_from``, ``resume``,
+    ``init_cfg`` Pretrained of host models, mmengine's ``load_checkpoint``) goes through
+    :func:`load_safely`. mmengine's own schemes are swapped for :data:`LOADERS` and its
+    ``load_checkpoint`` for one whose errors name the file; schemes other packages registered are
+    left as they are. On exit everything is as it was, including schemes registered inside.
+
+    Args:
+        trusted (list, optional): ``trusted_checkpoints`` entries (see :func:`trust_checkpoints`),
+            trusted for the duration only.
+    """
+    schemes = dict(CheckpointLoader._schemes)
+    own_method = CheckpointLoader.__dict__['load_checkpoint']
+    trusted_before = dict(_TRUSTED)
     try:
-        path = download(filename) if '://' in filename else filename
-        return load_safely(path, map_location, sha256=sha256, filename=filename)
-    except CheckpointError:
-        raise
-    except Exception as error:
-        raise CheckpointError(explain_load_error(filename, error)) from error
+        trust_checkpoints(trusted or [])
+        for prefix, loader in LOADERS.items():
+            if getattr(schemes.get(prefix), '__module__', None) == _MMENGINE_SCHEMES:
+                CheckpointLoader._schemes[prefix] = loader
+        CheckpointLoader.load_checkpoint = classmethod(_checkpoint_loader_load)
+        yield
+    finally:
+        for prefix, loader in LOADERS.items():  # ours back to mmengine's; anything else stays
+            if CheckpointLoader._schemes.get(prefix) is loader and prefix in schemes:
+                CheckpointLoader._schemes[prefix] = schemes[prefix]
+        CheckpointLoader.load_checkpoint = own_method
+        _TRUSTED.clear()
+        _TRUSTED.update(trusted_before)
 
 
-def register_loaders() -> None:
-    """Installs :data:`LOADERS` for every scheme of mmengine's ``CheckpointLoader`` and the
-    error-naming ``load_checkpoint``. A scheme registered by another package is left to it, with a
-    warning: we cannot know what its files hold."""
-    foreign = sorted(set(CheckpointLoader._schemes) - set(LOADERS))
-    if foreign:
-        warnings.warn(f'checkpoint schemes {foreign} were registered by another package; convmlp_mm reads '
-                      f'{sorted(LOADERS)} weights-only and leaves those as they are')
-    for prefix, loader in LOADERS.items():
-        CheckpointLoader.register_scheme(prefixes=prefix, loader=loader, force=True)
-    CheckpointLoader.load_checkpoint = classmethod(_load_checkpoint)
+@HOOKS.register_module()
+class SafeCheckpointLoadHook(Hook):
+    """Reads every checkpoint of the run weights-only (:func:`safe_checkpoint_loading`): entered
+    in ``before_run``, before mmengine initialises weights, loads ``load_from`` or resumes, and
+    left in ``after_run``. One line in ``custom_hooks`` (``configs/_base_/convmlp_runtime.py``)::
+
+        custom_hooks = [dict(type='SafeCheckpointLoadHook')]
+
+    Args:
+        trusted (list, optional): Checkpoints read with a full unpickler instead (paths, URLs
+            or ``dict(file=..., sha256=...)``), as the ``trusted_checkpoints`` config key.
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self, trusted: Optional[List[Union[str, dict]]] = None) -> None:
+        trust_checkpoints(trusted or [], check_only=True)
+        self.trusted = list(trusted or [])
+        self._context = None
+
+    def before_run(self, runner) -> None:
+        if self._context is None:
+            self._context = safe_checkpoint_loading(self.trusted)
+            self._context.__enter__()
+
+    def after_run(self, runner) -> None:
+        if self._context is not None:
+            context, self._context = self._context, None
+            context.__exit__(None, None, None)
 
 
-register_loaders()
-
-__all__ = ['ALLOWED_ATTRIBUTES', 'ALLOWED_GLOBALS', 'CheckpointError', 'checkpoint_globals', 'download',
-           'load_checkpoint', 'load_safely', 'refused_globals', 'register_loaders', 'restricted_getattr', 'trust_checkpoint',
+__all__ = ['ALLOWED_ATTRIBUTES', 'ALLOWED_GLOBALS', 'CheckpointError', 'CheckpointNotFoundError', 'LOADERS',
+           'SafeCheckpointLoadHook', 'checkpoint_globals', 'download', 'load_checkpoint', 'load_safely',
+           'refused_globals', 'restricted_getattr', 'safe_checkpoint_loading', 'trust_checkpoint',
            'trust_checkpoints']

@@ -1,0 +1,153 @@
+"""A rank that makes no progress stops the job, with every rank's Python stacks in the log."""
+import faulthandler
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from typing import Optional
+
+from mmengine.dist import get_rank, get_world_size
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+#: Seconds without progress after which :class:`StallWatchdogHook` stops a rank (the default of
+#: ``tools/train.py --stall-timeout`` and ``tools/test.py --stall-timeout``).
+DEFAULT_STALL_TIMEOUT = 600.0
+
+
+@HOOKS.register_module()
+class StallWatchdogHook(Hook):
+    """Stops a job in which a rank makes no progress, with every rank's Python stacks in the log.
+
+    A watchdog thread on each rank expects progress (a finished training, validation or test
+    iteration) at least every ``timeout`` seconds; the time a metric takes to compute after the
+    last validation or test batch does not count. When that time passes, the rank writes which
+    rank it is, where it was last seen and the stack of each of its threads to standard error
+    (the job's log under Slurm and torchrun; each line labelled ``[rank N]``) and to its log
+    file, waits ``exit_delay`` seconds (so the ranks waiting for it in a collective reach their
+    own timeout and write their stacks too) and exits with code 124. Should the watchdog thread itself not get to run
+    (a stall that holds the GIL), faulthandler writes the stacks and exits (code 1)
+    ``timeout + 60`` seconds after the last progress.
+
+    Args:
+        timeout (float): Seconds without progress before the rank stops. Defaults to
+            :data:`DEFAULT_STALL_TIMEOUT` (600).
+        exit_delay (float): Seconds between writing the stacks and exiting. Defaults to 10.
+    """
+    priority = 'LOWEST'
+    EXIT_CODE = 124
+
+    def __init__(self, timeout: float = DEFAULT_STALL_TIMEOUT, exit_delay: float = 10.0) -> None:
+        if not timeout > 0 or not exit_delay >= 0:
+            raise ValueError(f'StallWatchdogHook(timeout={timeout!r}, exit_delay={exit_delay!r}): timeout must be '
+                             '> 0 seconds and exit_delay >= 0')
+        self.timeout = float(timeout)
+        self.exit_delay = float(exit_delay)
+        self._deadline: Optional[float] = None
+        self._where = 'not started'
+        self._log_files = []
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+
+    # progress -----------------------------------------------------------------------------
+    def _arm(self, where: str) -> None:
+        if self._thread is None:  # not watching (a validation outside training)
+            return
+        self._where = where
+        self._deadline = time.monotonic() + self.timeout
+        faulthandler.dump_traceback_later(self.timeout + 60, exit=True)
+
+    def _pause(self, where: str) -> None:
+        self._where = where
+        self._deadline = None
+        if self._thread is not None:
+            faulthandler.cancel_dump_traceback_later()
+
+    def _start(self, runner, where: str) -> None:
+        self._finish()
+        self._log_files = [h.stream for h in runner.logger.handlers if isinstance(h, logging.FileHandler)]
+        # the frames that mean "still running": a run that raised is over, and is not a stall
+        self._runner_codes = {getattr(type(runner), name).__code__ for name in ('train', 'val', 'test')}
+        self._runner_thread = threading.get_ident()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(self._stop, ), name='StallWatchdogHook', daemon=True)
+        self._thread.start()
+        self._arm(where)
+
+    def _finish(self) -> None:
+        self._pause('finished')
+        self._stop.set()
+        self._thread = None
+
+    def _still_running(self) -> bool:
+        frame = sys._current_frames().get(self._runner_thread)
+        while frame is not None:
+            if frame.f_code in self._runner_codes:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(min(1.0, self.timeout / 10)):
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                if not self._still_running():  # the run ended with an exception
+                    self._finish()
+                    return
+                self._report_and_exit()
+
+    def _report_and_exit(self) -> None:
+        rank = get_rank()
+        with tempfile.TemporaryFile('w+') as stacks:
+            faulthandler.dump_traceback(file=stacks, all_threads=True)
+            stacks.seek(0)
+            text = (f'StallWatchdogHook: rank {rank} of {get_world_size()} (pid {os.getpid()}) made no progress for '
+                    f'{self.timeout:.0f} s; last progress: {self._where}. Its threads:\n{stacks.read()}'
+                    f'StallWatchdogHook: rank {rank} stops with exit code {self.EXIT_CODE}\n')
+        # ranks share standard error: one write per line, each line labelled (like srun --label)
+        for line in text.splitlines():
+            os.write(2, f'[rank {rank}] {line}\n'.encode())
+        for stream in self._log_files:
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):  # a closed or unwritable log
+                pass
+        time.sleep(self.exit_delay)
+        os._exit(self.EXIT_CODE)
+
+    # where progress is seen ---------------------------------------------------------------
+    def before_train(self, runner) -> None:
+        self._start(runner, 'before the first training iteration')
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._arm(f'training iteration {runner.iter + 1}')
+
+    def after_train(self, runner) -> None:
+        self._finish()
+
+    def before_val(self, runner) -> None:
+        self._arm('before validation')
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if batch_idx + 1 == len(runner.val_dataloader):
+            self._pause('computing the validation metrics')
+        else:
+            self._arm(f'validation batch {batch_idx + 1}')
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._arm('after validation')
+
+    def before_test(self, runner) -> None:
+        self._start(runner, 'before the first test batch')
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if batch_idx + 1 == len(runner.test_dataloader):
+            self._pause('computing the test metrics')
+        else:
+            self._arm(f'test batch {batch_idx + 1}')
+
+    def after_test(self, runner) -> None:
+        self._finish()

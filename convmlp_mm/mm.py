@@ -1,0 +1,128 @@
+"""The adapters layer: the models as first-class OpenMMLab modules, registered by name.
+
+:class:`ConvMLP` and :class:`PureMLP` are the backbones of :mod:`convmlp_mm.models` as mmengine
+``BaseModule`` s (``init_cfg``); :class:`MLPClsHead` is the published head for mmpretrain's
+``ImageClassifier``. They live in the ``convmlp_mm`` scope (a child of mmengine's root
+``MODELS``) and are added, under the same names, to the ``MODELS`` registry of every host library
+that is installed (mmdet, mmseg, mmpretrain), so ``type='ConvMLP'`` works in a config of any of
+them, as does ``type='mmdet.ConvMLP'``. A host that is not installed is skipped; one that is
+installed but fails to import raises its own error. Registering adds names and replaces none
+(mmengine refuses a name that is taken).
+"""
+import copy
+import importlib
+import importlib.util
+from typing import List, Optional, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+from . import models
+from .engine.checkpoint import load_checkpoint
+from .models.classifier import pool_tokens
+from .models.layers import LayerNorm
+
+#: Our scope's model registry.
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='convmlp_mm', locations=['convmlp_mm.mm'])
+
+#: The host libraries whose registries receive our classes, when installed.
+HOSTS = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+def installed_hosts() -> List[str]:
+    """The host libraries that are installed (found, not yet imported)."""
+    return [name for name in HOSTS if importlib.util.find_spec(name) is not None]
+
+
+def host_registries(kind: str = 'MODELS') -> List[Registry]:
+    """The ``kind`` registries (``'MODELS'``, ``'OPTIM_WRAPPER_CONSTRUCTORS'``) of the installed
+    hosts; importing a host's ``registry`` module raises what it raises."""
+    return [getattr(importlib.import_module(f'{host}.registry'), kind) for host in installed_hosts()]
+
+
+def register_model(cls: Type) -> Type:
+    """Class decorator: registers ``cls`` into our scope and every installed host library."""
+    for registry in [MODELS] + host_registries():
+        registry.register_module(module=cls)
+    return cls
+
+
+class _InitCfg:
+    """What ``BaseModule`` adds to a backbone of :mod:`convmlp_mm.models`: ``init_cfg``.
+
+    ``init_cfg``: ``dict(type='Pretrained', checkpoint=PATH_OR_URL, sha256=None)`` loads a
+    published classification checkpoint or an mm checkpoint of ours strictly, weights-only
+    (:func:`convmlp_mm.engine.checkpoint.load_checkpoint`; ``sha256`` is checked before the file
+    is unpickled); None applies the published random initialisation; any other mmengine init
+    config is mmengine's. Every other argument is the model's.
+    """
+    #: mmengine's BaseModule property, which TorchScript need not compile
+    __jit_unused_properties__ = ['is_init']
+
+    def __init__(self, *args, init_cfg: Optional[dict] = None, **kwargs) -> None:
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained' and 'checkpoint' not in init_cfg:
+            raise ValueError(f"init_cfg={init_cfg!r} has type 'Pretrained' but no 'checkpoint'")
+        super().__init__(*args, **kwargs)  # the model's __init__, then BaseModule's (init_cfg None)
+        self.init_cfg = copy.deepcopy(init_cfg)
+
+    def init_weights(self) -> None:
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], cfg.get('sha256'), reader=load_checkpoint)
+        elif cfg:
+            BaseModule.init_weights(self)
+            return
+        else:
+            super().init_weights()
+        self._is_init = True
+
+
+@register_model
+class ConvMLP(_InitCfg, models.ConvMLP, BaseModule):
+    """:class:`convmlp_mm.models.ConvMLP` as an mmengine ``BaseModule``: the same arguments and
+    ``init_cfg`` (see :class:`_InitCfg`)."""
+
+
+@register_model
+class PureMLP(_InitCfg, models.PureMLP, BaseModule):
+    """:class:`convmlp_mm.models.PureMLP` as an mmengine ``BaseModule``: the same arguments and
+    ``init_cfg`` (see :class:`_InitCfg`)."""
+
+
+if 'mmpretrain' in installed_hosts():
+    from mmpretrain.models.heads import ClsHead
+
+    from .engine.layer_decay import BackboneLayerDecayOptimWrapperConstructor
+
+    for _registry in host_registries('OPTIM_WRAPPER_CONSTRUCTORS'):
+        _registry.register_module(module=BackboneLayerDecayOptimWrapperConstructor)
+
+    @register_model
+    class MLPClsHead(ClsHead):
+        """The published ConvMLP / Pure-MLP classification head for mmpretrain's
+        ``ImageClassifier``: takes the last backbone output (N, C, H, W).
+
+        Args:
+            num_classes (int): Number of classes.
+            in_channels (int): Channels of the last backbone output.
+            loss (dict): Classification loss config. Defaults to cross-entropy.
+            topk (int | tuple): Top-k accuracies to report. Defaults to (1, ).
+            init_cfg (dict, optional): Defaults to the published init (truncated normal, std .02).
+        """
+
+        def __init__(self, num_classes: int, in_channels: int,
+                     loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
+                     topk: Union[int, Tuple[int, ...]] = (1, ),
+                     init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear', std=.02)) -> None:
+            super().__init__(loss=loss, topk=topk, init_cfg=init_cfg)
+            self.norm = LayerNorm(in_channels)
+            self.fc = nn.Linear(in_channels, num_classes)
+
+        def pre_logits(self, feats: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+            return pool_tokens(self.norm, feats[-1])
+
+        def forward(self, feats: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+            return self.fc(self.pre_logits(feats)).float()  # softmax and loss always in float32 (mmpretrain)

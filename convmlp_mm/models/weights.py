@@ -1,0 +1,151 @@
+"""Reading weights with torch alone: the weights-only reader of the models layer (timm's
+``pretrained=True``, :meth:`~convmlp_mm.models.convmlp.ConvMLP.load_pretrained`) and the
+state-dict checks every loader of the package shares.
+
+:func:`read_checkpoint` reads with ``torch.load(weights_only=True)``: tensors, containers and
+what the user allowed with ``torch.serialization.add_safe_globals``; nothing a file names can
+run. The published ImageNet checkpoints are plain state dicts and load this way. Checkpoints
+written by mmengine runs hold mmengine objects as well; with mmengine installed,
+:mod:`convmlp_mm.engine.checkpoint` reads those with its allowlist.
+"""
+import hashlib
+import os
+import os.path as osp
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+#: Keys of a classification checkpoint that belong to its head, not to the backbone.
+HEAD_PREFIXES = ('norm.', 'head.')
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, is refused, or does not fit; the message names the file."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint file that does not exist (also a ``FileNotFoundError``)."""
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: str, sha256: Optional[str], filename: str) -> None:
+    """Raises :class:`CheckpointError` unless ``path`` has the SHA-256 ``sha256`` (None: no check)."""
+    if sha256 is None:
+        return
+    digest = file_sha256(path)
+    if digest != sha256.lower():
+        raise CheckpointError(f'cannot load checkpoint {filename!r}: its SHA-256 is {digest}; expected '
+                              f'{sha256.lower()} (the file changed, or the hash is of another file)')
+
+
+def local_copy(filename: str) -> str:
+    """``filename`` itself, or for an http(s) URL its copy in torch's hub cache (downloaded once).
+
+    Raises:
+        CheckpointNotFoundError: a local file that does not exist.
+    """
+    if filename.startswith(('http://', 'https://')):
+        folder = osp.join(torch.hub.get_dir(), 'checkpoints')
+        path = osp.join(folder, osp.basename(filename.split('?')[0]) or 'checkpoint.pth')
+        if not osp.isfile(path):
+            os.makedirs(folder, exist_ok=True)
+            torch.hub.download_url_to_file(filename, path, progress=False)  # a temporary file, then renamed
+        return path
+    path = osp.expanduser(filename)
+    if not osp.isfile(path):
+        raise CheckpointNotFoundError(f'cannot load checkpoint {filename!r}: no such file; expected the path of '
+                                      'a checkpoint file or an http(s) URL')
+    return path
+
+
+def read_checkpoint(filename: str, map_location: Any = 'cpu', sha256: Optional[str] = None) -> Any:
+    """Reads a checkpoint (a path or an http(s) URL) weights-only, with torch alone.
+
+    Args:
+        filename (str): A local file or an http(s) URL (cached in torch's hub folder).
+        map_location: As for :func:`torch.load`.
+        sha256 (str, optional): The file's expected SHA-256, checked before it is unpickled.
+
+    Raises:
+        CheckpointNotFoundError: no such file. CheckpointError: another SHA-256, a download that
+            failed, or a file torch's weights-only unpickler refuses or cannot read.
+    """
+    try:
+        path = local_copy(filename)
+    except OSError as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise CheckpointError(f'cannot load checkpoint {filename!r}: cannot download it ({error})') from error
+    check_sha256(path, sha256, filename)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        cause = next((line for line in lines if 'WeightsUnpickler error' in line or 'Unsupported' in line), lines[0])
+        raise CheckpointError(f'cannot load checkpoint {filename!r} weights-only: {cause}; expected a state dict '
+                              'written by torch.save (a checkpoint of an mm run reads with mmengine installed, '
+                              'through convmlp_mm.engine.checkpoint; a class you trust can be allowed with '
+                              'torch.serialization.add_safe_globals)') from error
+
+
+def unwrap_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> Dict[str, torch.Tensor]:
+    """The state dict of a checkpoint: unwraps ``state_dict``/``model`` and strips ``module.``.
+
+    Raises:
+        CheckpointError: the file holds no state dict.
+    """
+    state = checkpoint
+    for wrapper in ('state_dict', 'model'):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
+        raise CheckpointError(f'checkpoint {filename!r} holds no state dict (got {type(state).__name__}); expected '
+                              "a dict of tensors, or one under 'state_dict' or 'model'")
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def backbone_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> Dict[str, torch.Tensor]:
+    """The backbone's part of any checkpoint we accept: the unwrapped state dict's
+    ``backbone.*`` keys when there are any, else all but the classification head (``norm.*``,
+    ``head.*``)."""
+    state = unwrap_state_dict(checkpoint, filename)
+    if any(k.startswith('backbone.') for k in state):
+        return {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
+
+
+def load_state_dict_exactly(module: nn.Module, state: Dict[str, torch.Tensor], filename: str) -> None:
+    """``module.load_state_dict(state)`` that reports every problem at once, with the file."""
+    check_state_dict_fits(module, state, filename)
+    module.load_state_dict(state, strict=True)
+
+
+def check_state_dict_fits(module: nn.Module, state: Dict[str, torch.Tensor], filename: str) -> None:
+    """Raises :class:`CheckpointError` listing missing and unexpected keys and shape mismatches
+    (key: both shapes) unless ``state`` fits ``module`` exactly."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        problems = [f'{title} ({len(keys)}): {", ".join(keys[:20])}{" ..." if len(keys) > 20 else ""}'
+                    for title, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                                        ('shape mismatches', mismatched)) if keys]
+        if not set(own) & set(state):
+            problems.append(f'none of its keys is a {type(module).__name__} key: expected a published '
+                            f'{type(module).__name__} classification checkpoint, or a classifier, detector or '
+                            f'segmentor of ours with this backbone (keys backbone.*)')
+        arch = getattr(module, 'arch', None)
+        raise CheckpointError(f'checkpoint {filename!r} does not fit {type(module).__name__}'
+                              f'{f" (arch {arch})" if arch else ""}:\n  ' + '\n  '.join(problems))
