@@ -80,16 +80,9 @@ def _cpu_autocast_dtypes() -> tuple:
 CPU_AUTOCAST_DTYPES = _cpu_autocast_dtypes()
 
 
-def _safe_globals_by_name() -> bool:
-    if not hasattr(torch.serialization, 'safe_globals'):
-        return False
-    from torch import _weights_only_unpickler
-    probe = (_safe_globals_by_name, 'convmlp_mm.compat.probe')
-    with torch.serialization.safe_globals([probe]):
-        return _weights_only_unpickler._get_user_allowed_globals().get(probe[1]) is probe[0]
-
-
-HAS_SAFE_GLOBALS_BY_NAME = _safe_globals_by_name()
+#: ``(object, 'module.name')`` entries in ``torch.serialization.safe_globals`` (torch 2.6 and later;
+#: read from the version: trying it would replace torch's set of safe globals).
+HAS_SAFE_GLOBALS_BY_NAME = hasattr(torch.serialization, 'safe_globals') and TORCH_VERSION >= (2, 6)
 
 
 def user_safe_globals() -> Dict[str, Any]:

@@ -21,7 +21,6 @@ to the traced size's maps); :class:`ScaleUpsample` does the same interpolation b
 which exports as a dynamic ``Resize``.
 """
 import importlib
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -164,15 +163,3 @@ def max_relative_errors(graph: TensorGraph, session, x: torch.Tensor) -> Dict[st
     got = session.run(None, {'image': x.numpy()})
     return {name: float(np.abs(g - e.numpy()).max() / max(float(e.abs().max()), 1e-12))
             for name, g, e in zip(graph.names, got, expected)}
-
-
-def ort_seconds(session, shape: Sequence[int], repeats: int = 5) -> float:
-    """Median seconds of one ONNX Runtime run at ``shape`` (N, C, H, W), after two warm-up runs."""
-    x = np.random.rand(*shape).astype(np.float32)
-    times = []
-    for i in range(repeats + 2):
-        start = time.perf_counter()
-        session.run(None, {'image': x})
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))

@@ -132,7 +132,7 @@ def enable_amp(cfg: Config) -> None:
 
 
 def trust_from(cfg: Config, cli_entries: Optional[list] = None) -> None:
-    """Opts in the checkpoints a user trusts (:func:`convmlp_mm.checkpoint.trust_checkpoint`): the
+    """Opts in the checkpoints a user trusts (:func:`convmlp_mm.engine.checkpoint.trust_checkpoint`): the
     config's ``trusted_checkpoints`` list (paths, URLs or ``dict(file=..., sha256=...)``) and the
     tools' ``--trust-checkpoint FILE[:SHA256]`` entries."""
     entries = list(cfg.get('trusted_checkpoints', None) or [])
@@ -171,10 +171,10 @@ STALL_HELP = ("stop the job when a rank makes no progress for this long, with ev
 
 
 def add_run_hooks(cfg: Config, stall_timeout: Optional[float], preemption: bool) -> None:
-    """Adds :class:`~convmlp_mm.hooks.StallWatchdogHook` (and, with ``preemption``,
-    :class:`~convmlp_mm.hooks.PreemptionHook`) to ``cfg.custom_hooks`` unless the config lists
+    """Adds :class:`~convmlp_mm.engine.hooks.StallWatchdogHook` (and, with ``preemption``,
+    :class:`~convmlp_mm.engine.hooks.PreemptionHook`) to ``cfg.custom_hooks`` unless the config lists
     them already. ``stall_timeout``: seconds, 0 for no watchdog, None for the config's hook or
-    :data:`~convmlp_mm.hooks.DEFAULT_STALL_TIMEOUT`.
+    :data:`~convmlp_mm.engine.hooks.DEFAULT_STALL_TIMEOUT`.
 
     Raises:
         ValueError: a negative ``stall_timeout``.

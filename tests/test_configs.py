@@ -26,7 +26,7 @@ def build_model(cfg):
 def test_every_shipped_config_is_a_paper_config():
     shipped = {osp.relpath(p, osp.join(ROOT, 'configs')) for p in glob(osp.join(ROOT, 'configs/*/*.py'))}
     recipes = {'retinanet/retinanet_adamw_1x_coco.py', 'mask_rcnn/mask-rcnn_adamw_1x_coco.py',
-               'sem_fpn/fpn_adamw_8xb2-40k_ade20k-512x512.py'}
+               'sem_fpn/fpn_adamw_8xb2-40k_ade20k-512x512.py', '_base_/convmlp_runtime.py'}
     quickstart = {p for p in shipped if p.startswith('quickstart/')}
     classification = {p for p in shipped if p.startswith('classification/')}  # tests/test_classification.py
     assert shipped - recipes - quickstart - classification == {path for path, _ in CASES}
@@ -38,6 +38,17 @@ def test_config_builds_with_the_paper_parameter_count(path, paper_m):
     model = build_model(cfg).train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
     assert abs(trainable - paper_m) <= 0.15, f'{path}: {trainable:.2f} M trainable, paper {paper_m} M'
+
+
+@pytest.mark.parametrize('pattern', list(PAPER))
+def test_recipe_selects_the_runtime_parts(pattern):
+    """The lines of configs/_base_/convmlp_runtime.py, in every recipe (and so every config)."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', pattern.format('convmlp-s')))
+    assert cfg.custom_imports.imports == ['convmlp_mm']
+    assert [h.type for h in cfg.custom_hooks] == ['SafeCheckpointLoadHook', 'RandomStateHook', 'FiniteLossHook']
+    loop = 'ResumableEpochBasedTrainLoop' if cfg.default_scope == 'mmdet' else 'ResumableIterBasedTrainLoop'
+    assert cfg.train_cfg.type == loop
+    assert cfg.default_hooks.checkpoint.backend_args == dict(backend='atomic_local')
 
 
 @pytest.mark.parametrize('pattern', list(PAPER))

@@ -10,6 +10,7 @@ import torch
 from convmlp_mm import ConvMLP, PureMLP, prepare_inference
 from convmlp_mm.analysis import TensorForward
 from convmlp_mm.deployment import ExportError, TensorGraph, build_model
+from convmlp_mm.engine import mmcv_ops_for_prepared_models
 from convmlp_mm.models.fusion import OUTPUT_LAYERS, Float32Output
 from toy import randomise_norms
 
@@ -62,7 +63,7 @@ def test_prepared_whole_model_predicts_the_same(name):
         feats = model.extract_feat(x)
         return model.rpn_head(feats), model.roi_head.bbox_roi_extractor(feats[:4], boxes)
 
-    with torch.no_grad():
+    with torch.no_grad(), mmcv_ops_for_prepared_models():
         expected = outputs()
         prepare_inference(model)
         got = outputs()

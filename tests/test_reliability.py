@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from mmengine.fileio import LocalBackend
+from mmengine.fileio import get_file_backend
 from PIL import Image
 
 import convmlp_mm.mm
@@ -99,9 +99,10 @@ def test_kill_while_writing_keeps_the_previous_checkpoint(tmp_path):
     script = textwrap.dedent(f'''
         import os, time
         import convmlp_mm
-        from mmengine.fileio import LocalBackend
+        from mmengine.fileio import get_file_backend
         os.fsync = lambda fd: (print('written', flush=True), time.sleep(600))
-        LocalBackend().put(b'new' * 1000000, {str(target)!r})
+        backend = get_file_backend({str(target)!r}, backend_args=dict(backend='atomic_local'))  # as CheckpointHook
+        backend.put(b'new' * 1000000, {str(target)!r})
     ''')
     proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == 'written'
@@ -126,7 +127,7 @@ def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, 'fsync', full)
     with pytest.raises(OSError, match='No space left'):
-        LocalBackend().put(b'new', str(target))
+        get_file_backend(str(target), backend_args=dict(backend='atomic_local')).put(b'new', str(target))
     assert target.read_bytes() == b'old' and os.listdir(tmp_path) == ['epoch_3.pth']
 
 

@@ -1,4 +1,4 @@
-"""Checkpoints that cannot run code (convmlp_mm.checkpoint): every read path refuses payloads and
+"""Checkpoints that cannot run code (convmlp_mm.engine.checkpoint): every read path refuses payloads and
 names the file and the global; every checkpoint our stack writes loads without an opt-in."""
 import builtins
 import functools
@@ -233,7 +233,7 @@ def toy_runner(work_dir, max_iters, resume=False, load_from=None, amp=False, one
                  dict(type='MultiStepLR', milestones=[2], by_epoch=False))
     return Runner(model=ToyModel(), work_dir=str(work_dir), resume=resume, load_from=load_from,
                   train_dataloader=loader, val_dataloader=loader, val_evaluator=[NumpyMetric()],
-                  val_cfg=dict(), optim_wrapper=dict(type='AmpOptimWrapper' if amp else 'OptimWrapper',
+                  val_cfg=dict(), optim_wrapper=dict(type='CPUAmpOptimWrapper' if amp else 'OptimWrapper',
                                                      optimizer=dict(type='AdamW', lr=0.01)),
                   param_scheduler=scheduler, train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=2),
                   default_hooks=dict(checkpoint=dict(type=CheckpointHook, interval=2, by_epoch=False,
@@ -403,7 +403,7 @@ def test_the_users_safe_globals_are_honoured(tmp_path):
     with pytest.raises(CheckpointError, match='functools.partial'):
         load_safely(str(path))
     before = list(torch.serialization.get_safe_globals())
-    torch.serialization.add_safe_globals([functools.partial])
+    torch.serialization.add_safe_globals([functools.partial, int])
     try:
         assert load_safely(str(path))['fn']('101') == 5
     finally:
@@ -445,3 +445,54 @@ def test_trust_from_the_config_key_and_the_command_line(tmp_path):
     assert [load_safely(str(p))['fn']('101') for p in files] == [5, 5]
     with pytest.raises(ValueError, match="'file'"):
         trust_from(Config(dict(trusted_checkpoints=[dict(path='x')])))
+
+
+# ------------------------------------------------------------- what importing changes: nothing
+LOAD_OWN = '''
+import argparse, pathlib, sys, torch
+if sys.argv[1] == 'with':
+    import convmlp_mm  # noqa: F401
+from mmengine.runner import load_checkpoint
+model = torch.nn.Linear(2, 2)
+try:
+    checkpoint = load_checkpoint(model, sys.argv[2], map_location='cpu')
+    print('loaded', type(checkpoint['meta']['args']).__name__, type(checkpoint['meta']['root']).__name__)
+except Exception as error:
+    print('failed', type(error).__name__)
+'''
+
+
+def test_mmengine_reads_a_users_checkpoint_as_it_did_before_the_import(tmp_path):
+    """A user's own checkpoint with argparse.Namespace and pathlib.Path in its meta: mmengine's
+    load_checkpoint gives the same outcome with and without `import convmlp_mm` (on torch < 2.6,
+    where mmengine reads any pickle, it loads; on newer torch mmengine's weights-only default
+    refuses it either way)."""
+    import argparse
+    import pathlib
+    path = tmp_path / 'own.pth'
+    torch.save(dict(state_dict=torch.nn.Linear(2, 2).state_dict(),
+                    meta=dict(args=argparse.Namespace(lr=0.1), root=pathlib.Path('/data'))), path)
+    outcomes = [subprocess.run([sys.executable, '-c', LOAD_OWN, how, str(path)], capture_output=True, text=True,
+                               timeout=300, check=True).stdout.strip().splitlines()[-1] for how in ('without', 'with')]
+    assert outcomes[0] == outcomes[1]
+    if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.4: mmengine's plain torch.load
+        assert outcomes[1] == 'loaded Namespace PosixPath'
+
+
+PEAK = '''
+import resource, sys, torch
+from convmlp_mm.engine.checkpoint import load_safely
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+state = load_safely(sys.argv[1])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+'''
+
+
+def test_reading_keeps_one_copy_of_the_file_in_memory(tmp_path):
+    """A 256 MB checkpoint raises the peak memory by about its size, not twice it."""
+    path = tmp_path / 'big.pth'
+    torch.save(dict(state_dict=dict(weight=torch.zeros(64 * 1024 * 1024))), path)
+    size = path.stat().st_size
+    grown = int(subprocess.run([sys.executable, '-c', PEAK, str(path)], capture_output=True, text=True, timeout=300,
+                               check=True).stdout.split()[-1])
+    assert grown < 1.4 * size, f'peak memory grew by {grown / size:.2f}x the file size'

@@ -31,6 +31,7 @@ CPU memory is reused, not page-faulted again); the sections marked "default allo
 ConvMLP-S/published comparison and the scaling without it.
 """
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -41,6 +42,7 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 import convmlp_mm  # noqa: F401  (registers the backbones)
@@ -137,6 +139,7 @@ def median_seconds(step: Callable[[], object], repeats: int, cuda: bool = False)
 def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: str, precision_name: str,
              repeats: int, compile_: bool, keep_freed: bool, queue) -> None:
     from convmlp_mm import prepare_inference
+    from convmlp_mm.engine import mmcv_ops_for_prepared_models
     torch.manual_seed(0)
     on_cpu = device == 'cpu'
     if on_cpu and keep_freed:
@@ -163,7 +166,8 @@ def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: st
         if train:
             sum(o.float().mean() for o in out).backward()
 
-    seconds = median_seconds(step, repeats, cuda=not on_cpu)
+    with mmcv_ops_for_prepared_models() if prepared else contextlib.nullcontext():
+        seconds = median_seconds(step, repeats, cuda=not on_cpu)
     peak = (_rss_kib('VmHWM') - base) / 1024 if on_cpu else torch.cuda.max_memory_allocated() / 2**20
     queue.put(dict(seconds=seconds, peak_mib=peak))
 
@@ -226,7 +230,7 @@ def gmacs(name: str, shape) -> float:
 def _onnx_rows(config: Optional[str], shape, repeats: int, queue) -> None:
     """PyTorch (fp32, eval) and ONNX Runtime seconds of the same tensor graph: a config's
     network, or with ``config=None`` the ConvMLP-S backbone."""
-    from convmlp_mm.deployment import TensorGraph, export_onnx, ort_seconds, ort_session
+    from convmlp_mm.deployment import TensorGraph, export_onnx, ort_session
     keep_freed_memory()
     if config is None:
         holder = torch.nn.Module()
@@ -239,7 +243,8 @@ def _onnx_rows(config: Optional[str], shape, repeats: int, queue) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = osp.join(tmp, 'model.onnx')
         export_onnx(graph, path, shape[-2:])
-        ort = ort_seconds(ort_session(path), shape, repeats)
+        session, image = ort_session(path), np.random.rand(*shape).astype(np.float32)
+        ort = median_seconds(lambda: session.run(None, {'image': image}), repeats)
     x = torch.rand(*shape)
     with torch.no_grad():
         pytorch = median_seconds(lambda: graph(x), repeats)

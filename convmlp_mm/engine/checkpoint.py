@@ -43,11 +43,8 @@ import logging
 import os
 import os.path as osp
 import pickle
-import pickletools
 import re
 import threading
-import zipfile
-from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Union
 
@@ -60,8 +57,9 @@ from mmengine.registry import HOOKS
 from mmengine.runner import checkpoint as mm_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from ..compat import HAS_SAFE_GLOBALS_BY_NAME, numpy_core, user_safe_globals
-from ..models.weights import CheckpointError, CheckpointNotFoundError, check_sha256
+from ..compat import HAS_SAFE_GLOBALS_BY_NAME, numpy_core
+from ..models.weights import (CheckpointError, CheckpointNotFoundError, check_sha256, checkpoint_globals,
+                              python3_name, unsafe_globals, weights_only_global)
 
 
 # -------------------------------------------------------------------------------- the allowlist
@@ -125,86 +123,16 @@ def _allowed_globals() -> Dict[str, Any]:
 ALLOWED_GLOBALS: Dict[str, Any] = _allowed_globals()
 
 
-def _torch_weights_only_globals() -> Dict[str, Any]:
-    from torch import _weights_only_unpickler
-    return _weights_only_unpickler._get_allowed_globals()
-
-
-def _python3_name(module: str, name: str) -> str:
-    """``module.name`` as the unpickler resolves it: protocol 2 writes Python 2 names
-    (``__builtin__.eval``) that ``pickle`` maps back."""
-    module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))
-    return f'{module}.{name}'
-
-
 def _resolve(full: str) -> Any:
     """What an allowed global loads as (ours, torch's, or the user's ``add_safe_globals``); None
     when it is not allowed."""
-    for allowed in (ALLOWED_GLOBALS, _torch_weights_only_globals(), user_safe_globals()):
-        if allowed.get(full) is not None:
-            return allowed[full]
-    return None
-
-
-# ------------------------------------------------------------------------ reading the globals
-def _streams(data: Union[str, bytes]):
-    """Each pickle of a torch file (a path, or its bytes): the zip format's ``data.pkl`` (read
-    alone), or the legacy format's five consecutive pickles (magic number, protocol, system info,
-    object, storage keys; then raw data)."""
-    source = data if isinstance(data, str) else io.BytesIO(data)
-    if zipfile.is_zipfile(source):
-        with zipfile.ZipFile(source) as archive:
-            yield from (archive.read(name) for name in archive.namelist() if name.endswith('data.pkl'))
-        return
-    if isinstance(data, str):
-        with open(data, 'rb') as f:
-            data = f.read()
-    stream = io.BytesIO(data)
-    for _ in range(5):
-        start, end = stream.tell(), None
-        try:
-            for opcode, _, pos in pickletools.genops(stream):
-                if opcode.name == 'STOP':
-                    end = pos + 1
-                    break
-        except (ValueError, EOFError):  # not (or no longer) a pickle
-            pass
-        if end is None:
-            return
-        yield data[start:end]
-        stream.seek(end)
-
-
-def checkpoint_globals(data: Union[str, bytes]) -> List[str]:
-    """Every global (``module.name``) the pickles of a torch checkpoint (a path, or its bytes)
-    name, without unpickling."""
-    names = []
-    for stream in _streams(data):
-        pushed, memo = [None], {}  # what each opcode pushed: the string, or None for anything else
-        for opcode, arg, _ in pickletools.genops(stream):
-            if opcode.name == 'GLOBAL':
-                names.append(_python3_name(*arg.split(' ', 1)))
-            elif opcode.name == 'STACK_GLOBAL':  # protocol 4: module and name are the last two pushes
-                names.append(f'{pushed[-2]}.{pushed[-1]}' if len(pushed) > 2 and None not in pushed[-2:]
-                             else '<a global whose name is computed>')
-            if opcode.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE'):
-                pushed.append(arg)
-            elif opcode.name in ('BINPUT', 'LONG_BINPUT', 'PUT'):
-                memo[arg] = pushed[-1]
-            elif opcode.name == 'MEMOIZE':
-                memo[len(memo)] = pushed[-1]
-            elif opcode.name in ('BINGET', 'LONG_BINGET', 'GET'):
-                pushed.append(memo.get(arg))
-            elif opcode.stack_after:
-                pushed.append(None)
-    return list(dict.fromkeys(names))
+    return ALLOWED_GLOBALS.get(full) if full in ALLOWED_GLOBALS else weights_only_global(full)
 
 
 def refused_globals(data: Union[str, bytes]) -> List[str]:
-    """The globals of ``data`` that are neither torch's weights-only ones nor :data:`ALLOWED_GLOBALS`."""
-    storage = ('torch', 'torch.storage', 'torch.cuda')
-    return [name for name in checkpoint_globals(data) if _resolve(name) is None
-            and not (name.rsplit('.', 1)[0] in storage and name.endswith('Storage'))]
+    """The globals of ``data`` that are neither torch's weights-only ones (the user's included) nor
+    :data:`ALLOWED_GLOBALS`."""
+    return unsafe_globals(data, ALLOWED_GLOBALS)
 
 
 # ------------------------------------------------------------------------------ opting in
@@ -261,7 +189,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     (for torch without ``torch.serialization.safe_globals``)."""
 
     def find_class(self, module: str, name: str) -> Any:
-        full = _python3_name(module, name)
+        full = python3_name(module, name)
         found = _resolve(full)
         if found is None:
             raise pickle.UnpicklingError(f'refused global {full}')
@@ -271,7 +199,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 class _RestrictedPickle:
     """What ``torch.load(pickle_module=...)`` needs of a pickle module."""
     Unpickler = _RestrictedUnpickler
-    __name__ = 'convmlp_mm.checkpoint._RestrictedPickle'
+    __name__ = 'convmlp_mm.engine.checkpoint._RestrictedPickle'
 
     @staticmethod
     def load(file: BinaryIO, **kwargs) -> Any:

@@ -4,17 +4,24 @@ state-dict checks every loader of the package shares.
 
 :func:`read_checkpoint` reads with ``torch.load(weights_only=True)``: tensors, containers and
 what the user allowed with ``torch.serialization.add_safe_globals``; nothing a file names can
-run. The published ImageNet checkpoints are plain state dicts and load this way. Checkpoints
+run; the globals a file names are read (with :mod:`pickletools`) and refused by name before
+anything is unpickled. The published ImageNet checkpoints are plain state dicts and load this way. Checkpoints
 written by mmengine runs hold mmengine objects as well; with mmengine installed,
 :mod:`convmlp_mm.engine.checkpoint` reads those with its allowlist.
 """
 import hashlib
+import io
 import os
 import os.path as osp
-from typing import Any, Dict, Optional
+import pickletools
+import zipfile
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
+
+from ..compat import user_safe_globals
 
 #: Keys of a classification checkpoint that belong to its head, not to the backbone.
 HEAD_PREFIXES = ('norm.', 'head.')
@@ -67,6 +74,85 @@ def local_copy(filename: str) -> str:
     return path
 
 
+# ------------------------------------------------------------------ the globals a file names
+def python3_name(module: str, name: str) -> str:
+    """``module.name`` as the unpickler resolves it: protocol 2 writes Python 2 names
+    (``__builtin__.eval``) that ``pickle`` maps back."""
+    module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))
+    return f'{module}.{name}'
+
+
+def _streams(data: Union[str, bytes]):
+    """Each pickle of a torch file (a path, or its bytes): the zip format's ``data.pkl`` (read
+    alone), or the legacy format's five consecutive pickles (magic number, protocol, system info,
+    object, storage keys; then raw data)."""
+    source = data if isinstance(data, str) else io.BytesIO(data)
+    if zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as archive:
+            yield from (archive.read(name) for name in archive.namelist() if name.endswith('data.pkl'))
+        return
+    if isinstance(data, str):
+        with open(data, 'rb') as f:
+            data = f.read()
+    stream = io.BytesIO(data)
+    for _ in range(5):
+        start, end = stream.tell(), None
+        try:
+            for opcode, _, pos in pickletools.genops(stream):
+                if opcode.name == 'STOP':
+                    end = pos + 1
+                    break
+        except (ValueError, EOFError):  # not (or no longer) a pickle
+            pass
+        if end is None:
+            return
+        yield data[start:end]
+        stream.seek(end)
+
+
+def checkpoint_globals(data: Union[str, bytes]) -> List[str]:
+    """Every global (``module.name``) the pickles of a torch checkpoint (a path, or its bytes)
+    name, without unpickling."""
+    names = []
+    for stream in _streams(data):
+        pushed, memo = [None], {}  # what each opcode pushed: the string, or None for anything else
+        for opcode, arg, _ in pickletools.genops(stream):
+            if opcode.name == 'GLOBAL':
+                names.append(python3_name(*arg.split(' ', 1)))
+            elif opcode.name == 'STACK_GLOBAL':  # protocol 4: module and name are the last two pushes
+                names.append(f'{pushed[-2]}.{pushed[-1]}' if len(pushed) > 2 and None not in pushed[-2:]
+                             else '<a global whose name is computed>')
+            if opcode.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE'):
+                pushed.append(arg)
+            elif opcode.name in ('BINPUT', 'LONG_BINPUT', 'PUT'):
+                memo[arg] = pushed[-1]
+            elif opcode.name == 'MEMOIZE':
+                memo[len(memo)] = pushed[-1]
+            elif opcode.name in ('BINGET', 'LONG_BINGET', 'GET'):
+                pushed.append(memo.get(arg))
+            elif opcode.stack_after:
+                pushed.append(None)
+    return list(dict.fromkeys(names))
+
+
+def weights_only_global(full: str) -> Any:
+    """What ``module.name`` loads as under torch's weights-only unpickler (its own globals and the
+    user's ``add_safe_globals``); None when that unpickler refuses it."""
+    from torch import _weights_only_unpickler
+    found = _weights_only_unpickler._get_allowed_globals().get(full)
+    return found if found is not None else user_safe_globals().get(full)
+
+
+def unsafe_globals(data: Union[str, bytes], allowed: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The globals a torch file (a path, or its bytes) names that neither torch's weights-only
+    unpickler (with the user's safe globals) nor ``allowed`` resolves."""
+    allowed = allowed or {}
+    storage = ('torch', 'torch.storage', 'torch.cuda')
+    return [name for name in checkpoint_globals(data) if name not in allowed and weights_only_global(name) is None
+            and not (name.rsplit('.', 1)[0] in storage and name.endswith('Storage'))]
+
+
+# ----------------------------------------------------------------------------- reading
 def read_checkpoint(filename: str, map_location: Any = 'cpu', sha256: Optional[str] = None) -> Any:
     """Reads a checkpoint (a path or an http(s) URL) weights-only, with torch alone.
 
@@ -86,6 +172,11 @@ def read_checkpoint(filename: str, map_location: Any = 'cpu', sha256: Optional[s
             raise
         raise CheckpointError(f'cannot load checkpoint {filename!r}: cannot download it ({error})') from error
     check_sha256(path, sha256, filename)
+    refused = unsafe_globals(path)
+    if refused:  # named before anything is unpickled (torch's message names only the last part)
+        raise CheckpointError(f'cannot load checkpoint {filename!r}: refused global(s) {", ".join(refused)} '
+                              '(unpickling them could run code); expected a state dict of tensors. A class you '
+                              'trust can be allowed with torch.serialization.add_safe_globals')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
