@@ -4,6 +4,10 @@ Importing the package registers names and changes nothing else: the models into 
 installed), and, where mmengine is installed, the backbones and head into the installed host
 libraries (:mod:`convmlp_mm.mm`) and the opt-in runtime parts under names of their own
 (:mod:`convmlp_mm.engine`). In a config: ``custom_imports=dict(imports=['convmlp_mm'])``.
+
+``convmlp_mm.ConvMLP`` and ``PureMLP`` are the registered backbones (``init_cfg`` included) where
+mmengine is installed, and the plain torch models of :mod:`convmlp_mm.models` where it is not;
+the first are subclasses of the second.
 """
 import importlib.util
 
@@ -11,7 +15,8 @@ from .models import (CheckpointError, CheckpointNotFoundError, ConvMLP, MLPClass
                      mmpretrain_to_published, prepare_inference, published_to_mmpretrain)
 
 if importlib.util.find_spec('mmengine') is not None:
-    from . import engine, mm  # noqa: F401  (registers the adapters and the runtime parts)
+    from . import engine  # noqa: F401  (registers the runtime parts)
+    from .mm import ConvMLP, PureMLP  # noqa: F811  (the same models as BaseModules, registered)
 
 __version__ = '0.2.0'
 __all__ = ['ConvMLP', 'PureMLP', 'MLPClassifier', 'fuse', 'prepare_inference', 'published_to_mmpretrain',

@@ -132,6 +132,7 @@ def test_models_and_timm_work_without_openmmlab(without_openmmlab, tmp_path):
         assert [f.shape[1] for f in pure(x)] == [64, 128, 256, 512]
         backbone = convmlp_mm.ConvMLP('s')
         backbone.load_pretrained('convmlp_s_imagenet.pth')
+        assert convmlp_mm.ConvMLP is convmlp_mm.models.ConvMLP and type(backbone).__mro__[1] is torch.nn.Module
         assert not hasattr(convmlp_mm, 'mm') and not hasattr(convmlp_mm, 'engine')
         print('loaded', sorted(m for m in sys.modules if m.split('.')[0] in ('mmengine', 'mmcv', 'mmdet')))
     ''')
