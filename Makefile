@@ -1,11 +1,12 @@
 # The commands of the README: `make demo` (the main job), `make test` (the suite on the newest
-# supported stack, .venv) and `make test-oldest` (the suite on the oldest one, .venv-oldest);
-# `make test-all` runs both, as CI does. Each first runs tools/setup_env.sh, which creates the
-# environment and installs its pinned stack on a fresh machine and returns in a second when
-# everything is already there.
+# supported stack, .venv) and `make test-oldest` (on the oldest one, .venv-oldest, the tests whose
+# behaviour depends on the versions: tests/conftest.py); `make test-all` runs both, as CI does;
+# `make test-quick` is the edit-test loop (no tool runs or trainings). Each first runs
+# tools/setup_env.sh, which creates the environment and installs its pinned stack on a fresh
+# machine and returns in a second when everything is already there.
 PY := .venv/bin/python
 
-.PHONY: env env-oldest test test-oldest test-all demo demo-seg demo-cls
+.PHONY: env env-oldest test test-quick test-oldest test-all demo demo-seg demo-cls
 env:
 	@tools/setup_env.sh
 
@@ -13,10 +14,13 @@ env-oldest:
 	@tools/setup_env.sh oldest
 
 test: env
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=30 tests
+
+test-quick: env
+	$(PY) -m pytest -m "not slow" tests
 
 test-oldest: env-oldest
-	.venv-oldest/bin/python -m pytest tests
+	.venv-oldest/bin/python -m pytest --oldest-stack --durations=30 tests
 
 test-all: test test-oldest
 

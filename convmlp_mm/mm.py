@@ -87,9 +87,9 @@ class ConvMLP(_InitCfg, models.ConvMLP, BaseModule):
 
 
 @register_model
-class PureMLP(_InitCfg, models.PureMLP, BaseModule):
-    """:class:`convmlp_mm.models.PureMLP` as an mmengine ``BaseModule``: the same arguments and
-    ``init_cfg`` (see :class:`_InitCfg`)."""
+class PureMLP(ConvMLP, models.PureMLP):
+    """:class:`convmlp_mm.models.PureMLP` as an mmengine ``BaseModule`` (and a :class:`ConvMLP`, as
+    the torch models are): the same arguments and ``init_cfg`` (see :class:`_InitCfg`)."""
 
 
 if 'mmpretrain' in installed_hosts():

@@ -1,5 +1,48 @@
-"""The suite imports the published reference model (tools/published_convmlp.py) by name."""
+"""Suite-wide set-up: the published reference model (tools/published_convmlp.py) is imported by
+name, and the tiers of the suite.
+
+- ``slow``: a test that starts tools, trainings or other processes. ``make test-quick`` runs the
+  rest (``-m "not slow"``): the model layer, configs, converters, compat.
+- ``stack_independent(reason)``: a test whose behaviour does not depend on the stack's versions
+  (the OpenMMLab versions are the same on both; only torch and numpy differ). ``--oldest-stack``
+  (``make test-oldest``) leaves these to the newest stack and lists them with their reasons.
+"""
 import os.path as osp
 import sys
 
+import pytest
+
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools'))
+
+
+def pytest_addoption(parser):
+    parser.addoption('--oldest-stack', action='store_true',
+                     help='leave the stack_independent tests to the newest stack (make test-oldest)')
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: starts tools, trainings or other processes (not in make test-quick)')
+    config.addinivalue_line('markers', 'stack_independent(reason): run on the newest stack only, for the reason given')
+    config.left_to_newest = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption('--oldest-stack'):
+        return
+    kept = []
+    for item in items:
+        marker = item.get_closest_marker('stack_independent')
+        if marker is None:
+            kept.append(item)
+        else:
+            config.left_to_newest.append((item.nodeid, marker.args[0] if marker.args else 'no reason given'))
+    if config.left_to_newest:
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if config.left_to_newest:
+        terminalreporter.section(f'left to the newest stack: {len(config.left_to_newest)} tests')
+        for nodeid, reason in config.left_to_newest:
+            terminalreporter.line(f'{nodeid}: {reason}')

@@ -137,6 +137,7 @@ def test_bad_switches_fail_naming_key_value_and_choices(cls, key, value, message
     assert message in str(error.value)
 
 
+@pytest.mark.slow  # starts a process or trains
 def test_complexity_tool_prints_table2():
     out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/analysis/complexity.py'), '--table2'],
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout

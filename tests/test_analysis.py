@@ -21,6 +21,8 @@ def test_macs_at_224(family, arch, gmacs):
     assert macs['all'] > macs['conv+linear']
 
 
+@pytest.mark.slow  # starts a process or trains
+@pytest.mark.stack_independent('the tool around count_macs, which runs on torch 2.1 in test_analysis and test_ablations')
 def test_complexity_tool_on_a_config_at_a_shape():
     out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/analysis/complexity.py'),
                           osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py'), '--shape', '96', '128'],
@@ -30,6 +32,8 @@ def test_complexity_tool_on_a_config_at_a_shape():
     assert cells[1] == '96x128' and cells[3] == '28.66' and float(cells[4]) > 0
 
 
+@pytest.mark.slow  # starts a process or trains
+@pytest.mark.stack_independent('a key mapping in a subprocess; the converter functions run on both stacks in test_checkpoints')
 def test_convert_tool_round_trip(tmp_path):
     reference = randomised('s')
     src, mid, back = tmp_path / 'pub.pth', tmp_path / 'mm.pth', tmp_path / 'back.pth'

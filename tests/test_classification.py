@@ -158,6 +158,7 @@ def small_run(data_root, epochs=1):
             f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}']
 
 
+@pytest.mark.slow  # starts a process or trains
 def test_imagenet_config_trains_with_its_recipe_and_pure_mlp_feeds_the_detector(shapes_cls, tmp_path):
     """The Pure-MLP chain: two iterations of the Pure-MLP-S ImageNet recipe (Mixup/CutMix, EMA,
     AMP, RandAugment, 224 crops), then the Pure-MLP-S Mask R-CNN config's init_cfg reads what it
@@ -185,6 +186,7 @@ def test_imagenet_config_trains_with_its_recipe_and_pure_mlp_feeds_the_detector(
         assert torch.equal(value, state['backbone.' + key]), key
 
 
+@pytest.mark.slow  # starts a process or trains
 def test_transfer_config_trains_from_a_published_layout_checkpoint(shapes_cls, tmp_path):
     published = tmp_path / 'convmlp_s_imagenet.pth'
     torch.save(randomised('s').state_dict(), published)
@@ -199,6 +201,7 @@ def test_transfer_config_trains_from_a_published_layout_checkpoint(shapes_cls, t
     assert 'accuracy/top1' in out or (tmp_path / 'work' / 'epoch_1.pth').is_file()
 
 
+@pytest.mark.slow  # starts a process or trains
 def test_classification_list_with_a_bad_label_stops_with_one_error(shapes_cls, tmp_path):
     import shutil
     root = tmp_path / 'bad'
@@ -214,6 +217,8 @@ def test_classification_list_with_a_bad_label_stops_with_one_error(shapes_cls, t
     assert not (tmp_path / 'work').exists()
 
 
+@pytest.mark.slow  # starts a process or trains
+@pytest.mark.stack_independent('an mmpretrain training and drawing; classification trains on torch 2.1 in test_classification\'s recipe tests and test_cluster')
 def test_quickstart_trains_then_draws_predictions_and_saliency(shapes_cls, tmp_path):
     config_path = osp.join(ROOT, 'configs/quickstart/convmlp-s_shapes-cls.py')
     options = ['--cfg-options', f'train_dataloader.dataset.data_root={shapes_cls}',
@@ -237,6 +242,7 @@ def test_quickstart_trains_then_draws_predictions_and_saliency(shapes_cls, tmp_p
         assert line.split()[1] in ('rectangle', 'ellipse', 'triangle') and 0 < float(line.split()[2]) <= 1
 
 
+@pytest.mark.slow  # starts a process or trains
 def test_saliency_is_the_input_gradient_of_the_predicted_score(shapes_cls):
     """The map equals the max over channels of |d score / d input|, computed by hand."""
     sys.path.insert(0, osp.join(ROOT, 'tools'))

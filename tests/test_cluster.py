@@ -22,6 +22,8 @@ from convmlp_mm.runtime import DEFAULT_STALL_TIMEOUT, add_run_hooks
 
 from slurm_cluster import PARTITION, CannotInstall, install, job_state, slurm_cluster
 
+pytestmark = pytest.mark.slow  # trainings, torchrun, a Slurm cluster
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 CLS = osp.join(ROOT, 'configs/quickstart/convmlp-s_shapes-cls.py')
@@ -153,9 +155,12 @@ RUNS = {
 }
 
 
-@pytest.mark.parametrize('run,signum,workers', [('classification-by-epoch', signal.SIGTERM, 1),
-                                                ('classification-by-epoch', signal.SIGUSR1, 0),
-                                                ('segmentation-by-iteration', signal.SIGTERM, 0)],
+@pytest.mark.parametrize('run,signum,workers', [
+    ('classification-by-epoch', signal.SIGTERM, 1),
+    pytest.param('classification-by-epoch', signal.SIGUSR1, 0, marks=pytest.mark.stack_independent(
+        'signal handling is Python\'s; the bit-identical resume on torch 2.1 is the SIGTERM case')),
+    pytest.param('segmentation-by-iteration', signal.SIGTERM, 0, marks=pytest.mark.stack_independent(
+        'the same loops and hooks as the SIGTERM epoch case, which runs on torch 2.1'))],
                          ids=['SIGTERM-epochs-1-worker', 'SIGUSR1-epochs-no-workers', 'SIGTERM-iterations-no-workers'])
 def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data, run, signum, workers):
     """A signal after the first checkpoint: the run saves iter_N.pth at the end of that iteration
@@ -212,6 +217,7 @@ class SleepOnRankOne(Hook):
 '''
 
 
+@pytest.mark.stack_independent('faulthandler and threads are Python\'s; a 2-process gloo run on torch 2.1 is test_tools\' and test_resume\'s')
 def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
     (data / 'sleepy_hook.py').write_text(SLEEPY_HOOK)
     config = data / 'stalled_rank.py'
@@ -269,6 +275,7 @@ def slurm_run(cluster, data):
     return work, proc
 
 
+@pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
 def test_slurm_train_two_cpu_tasks_write_one_checkpoint(slurm_run):
     work, proc = slurm_run
     out = proc.stdout + proc.stderr
@@ -278,6 +285,7 @@ def test_slurm_train_two_cpu_tasks_write_one_checkpoint(slurm_run):
     assert sorted(osp.basename(p) for p in glob.glob(str(work / '*.pth'))) == ['epoch_3.pth']
 
 
+@pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
 def test_slurm_test_two_cpu_tasks_report_metrics_once(slurm_run, cluster, data):
     work, _ = slurm_run
     proc = subprocess.run(['bash', osp.join(ROOT, 'tools/slurm_test.sh'), PARTITION, 'convmlp-test', CLS,
@@ -313,6 +321,7 @@ def start_requeued_job_now(env, job):
     subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=env, check=True)
 
 
+@pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
 def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm_run, cluster, data):
     """sbatch runs slurm_train.sh; `scancel --signal=USR1` (what `--signal=USR1@N` sends before a
     time limit) mid-run: the tasks save iter_N.pth, Slurm requeues the job, the requeued job
@@ -333,6 +342,7 @@ def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm
     assert_same_training(work / 'epoch_3.pth', reference / 'epoch_3.pth')
 
 
+@pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
 def test_slurm_time_limit_requeues_and_scancel_does_not(cluster, data):
     """A job past its time limit (Slurm's SIGTERM, reason TimeLimit) saves and is requeued; the
     requeued job, cancelled with a plain `scancel` (SIGTERM too), saves and stays cancelled."""

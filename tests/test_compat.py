@@ -30,6 +30,7 @@ def toy_runner(work_dir, max_iters, resume=False):
                   randomness=dict(seed=0), env_cfg=dict(dist_cfg=dict(backend='nccl')))
 
 
+@pytest.mark.slow  # a runner trains
 def test_runner_resumes_a_checkpoint_hook_checkpoint(tmp_path):
     """SafeCheckpointLoadHook: the checkpoint holds message_hub's HistoryBuffer and numpy objects."""
     toy_runner(tmp_path, max_iters=2).train()
@@ -88,16 +89,19 @@ def distributed_outcome():
         return dict(results)
 
 
+@pytest.mark.slow  # two processes
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
 def test_cpu_process_group_uses_gloo(distributed_outcome):
     assert [distributed_outcome[r]['init'] for r in (0, 1)] == ['gloo', 'gloo']
 
 
+@pytest.mark.slow  # two processes
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
 def test_cpu_ddp_wrapper_accepts_device_ids(distributed_outcome):
     assert [distributed_outcome[r]['ddp'] for r in (0, 1)] == ['ok', 'ok']
 
 
+@pytest.mark.slow  # two processes
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
 def test_syncbn_trains_in_cpu_ddp(distributed_outcome):
     assert [distributed_outcome[r]['syncbn'] for r in (0, 1)] == ['ok', 'ok']
@@ -139,6 +143,7 @@ def test_autocast_query_works_on_this_torch():
     assert not is_autocast_enabled('cpu')
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_compat_imports_torch_only():
     """Feature detection changes nothing and needs nothing from OpenMMLab."""
     import subprocess

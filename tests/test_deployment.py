@@ -14,6 +14,8 @@ from convmlp_mm.engine import mmcv_ops_for_prepared_models
 from convmlp_mm.models.fusion import OUTPUT_LAYERS, Float32Output
 from toy import randomise_norms
 
+pytestmark = pytest.mark.slow  # ONNX exports and whole detectors
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
     'retinanet': 'configs/retinanet/retinanet_convmlp-s_fpn_1x_coco.py',

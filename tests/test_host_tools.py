@@ -17,6 +17,8 @@ import pytest
 
 from convmlp_mm.data import generate, generate_classification
 
+pytestmark = pytest.mark.slow  # the host libraries' tools in subprocesses
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CASES = {  # library -> (config, short-run options, browse_dataset's place)
     'mmdet': ('configs/quickstart/mask-rcnn_convmlp-s_shapes.py',
@@ -49,6 +51,7 @@ def run(cwd, *args):
     return result.stdout + result.stderr
 
 
+@pytest.mark.stack_independent('the host libraries\' own tools are the same versions on both stacks; our configs train on torch 2.1 in test_tools')
 @pytest.mark.parametrize('library', list(CASES))
 def test_host_tools_run_our_configs(library, project):
     config, short, browse = CASES[library]

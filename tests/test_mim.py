@@ -17,6 +17,8 @@ import yaml
 
 from convmlp_mm.data import generate_classification
 
+pytestmark = pytest.mark.slow  # mim and our tools in subprocesses
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PUBLISHED = 'https://shi-labs.com/projects/convmlp/checkpoints/'
 
@@ -69,6 +71,7 @@ def test_mim_search_works_from_the_repository_with_the_editable_install():
     assert 'config id: retinanet_convmlp-s_fpn_1x_coco' in out
 
 
+@pytest.mark.stack_independent('mim resolves and starts our tools; what they run is tested on both stacks')
 def test_mim_train_and_test_run_our_tools(installed, tmp_path):
     data = generate_classification(str(tmp_path / 'shapes_cls'), 8, 4)
     options = ['--cfg-options', *[f'{s}_dataloader.dataset.data_root={data}' for s in ('train', 'val', 'test')],

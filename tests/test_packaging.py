@@ -4,6 +4,10 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # pip resolves the install
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 

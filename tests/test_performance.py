@@ -73,6 +73,7 @@ def test_fuse_needs_eval_mode():
         fuse(ConvMLP('s'))
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_backbone_matches():
     model = ConvMLP('s').eval()
     x = torch.rand(1, 3, 64, 96)
@@ -81,6 +82,8 @@ def test_compiled_backbone_matches():
             assert rel_err(a, b) < 1e-4
 
 
+@pytest.mark.slow  # starts a process or trains
+@pytest.mark.stack_independent('the benchmark is a development tool run on the newest stack; its model paths (prepared, bf16, ONNX) are tested on both')
 def test_benchmark_quick_smoke(tmp_path):
     """The CI form of tools/benchmark.py: every section, with the precisions of the GPU table
     (fp16 where CPU autocast has it) measured on the CPU."""

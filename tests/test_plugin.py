@@ -10,6 +10,8 @@ import textwrap
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # fresh interpreters
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 #: Run in a fresh process: the host libraries with their own modules registered, a snapshot of every

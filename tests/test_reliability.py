@@ -23,6 +23,8 @@ from convmlp_mm.compat import CPU_AUTOCAST_DTYPES
 from convmlp_mm.data import generate
 from convmlp_mm.runtime import find_resume_checkpoint
 
+pytestmark = pytest.mark.slow  # trainings and tools in subprocesses
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN, TEST, INFER = (osp.join(ROOT, 'tools', name) for name in ('train.py', 'test.py', 'infer.py'))
 FPN = osp.join(ROOT, 'configs/quickstart/fpn_convmlp-s_shapes.py')
@@ -55,6 +57,7 @@ def state_of(path):
     return checkpoint['state_dict'], checkpoint['optimizer'], checkpoint['meta']
 
 
+@pytest.mark.stack_independent('the bit-identical resume on torch 2.1 is test_cluster\'s SIGTERM case; atomic writes are tested on both')
 def test_sigkill_then_resume_equals_an_uninterrupted_run(shapes):
     """Deterministic CPU mode: the weights after 8 iterations are bit-identical whether or not the
     run was killed (SIGKILL, with its data workers) after its iteration-4 checkpoint."""
@@ -327,6 +330,7 @@ def coco_options(root, batch_size=2):
               for k in ('num_workers=0', 'persistent_workers=False')]]
 
 
+@pytest.mark.stack_independent('image decoding and pipelines (mmcv, mmdet) are the same on both stacks; odd sizes through the backbones run on both')
 def test_any_size_grayscale_rgba_and_empty_images_train_test_and_infer(tmp_path):
     root = tmp_path / 'odd'
     write_coco(root, [('tiny.png', (32, 32), 'RGB', [(4, 4, 20, 16)]),

@@ -25,6 +25,8 @@ from convmlp_mm.engine.checkpoint import (LOADERS, CheckpointError, checkpoint_g
                                           safe_checkpoint_loading, trust_checkpoint)
 from published_convmlp import randomised
 
+pytestmark = pytest.mark.slow  # runners, tools and servers
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 QUICK = osp.join(ROOT, 'configs/quickstart')
 

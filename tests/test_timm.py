@@ -16,6 +16,7 @@ TIMM_TESTS = osp.join(sys.prefix, 'share', f'timm-{timm.__version__}')
 MODELS = ['convmlp_s', 'convmlp_m', 'convmlp_l', 'pure_mlp_s', 'pure_mlp_m', 'pure_mlp_l']
 
 
+@pytest.mark.slow  # timm's own suite in a subprocess
 def test_timms_own_model_tests_pass():
     """timm's tests/test_models.py (from its sdist, fetched by tools/setup_env.sh) on our models,
     apart from the two that download the published weights (no network here)."""
