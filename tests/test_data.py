@@ -135,6 +135,7 @@ def test_class_list_that_disagrees_with_the_model(shapes):
     expect_error(cfg, 'has 3 classes', 'model.roi_head.mask_head.num_classes=5')
 
 
+@pytest.mark.slow  # tools/train.py in a subprocess
 def test_train_tool_stops_with_one_message(broken):
     os.remove(osp.join(broken, 'coco/val/val_00000.jpg'))
     workdir = osp.dirname(broken)
