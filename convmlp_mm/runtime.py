@@ -8,11 +8,9 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import torch
-from typing import List
-
 from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.hooks import Hook
@@ -215,13 +213,14 @@ def use_runtime_parts(cfg: Config, training: bool) -> List[str]:
     parts.append('SafeCheckpointLoadHook')
     on_cpu = get_device() == 'cpu'
     if training:
-        loop = cfg.train_cfg
-        kind = loop.get('type') or ('EpochBasedTrainLoop' if loop.get('by_epoch', False) else 'IterBasedTrainLoop')
-        kind = RESUMABLE_LOOPS.get(kind, kind)
-        if 'type' not in loop:  # mmengine picks the loop by by_epoch; with a type the loop gets the keys
-            loop.pop('by_epoch', None)
-        loop.type = kind
-        parts.append(kind)
+        loop = cfg.get('train_cfg') or {}
+        if 'type' in loop or 'by_epoch' in loop:  # else mmengine names what is missing
+            kind = loop.get('type') or ('EpochBasedTrainLoop' if loop.by_epoch else 'IterBasedTrainLoop')
+            kind = RESUMABLE_LOOPS.get(kind, kind)
+            if 'type' not in loop:  # mmengine picks the loop by by_epoch; with a type the loop gets the keys
+                loop.pop('by_epoch')
+            loop.type = kind
+            parts.append(kind)
         checkpoint = cfg.get('default_hooks', {}).get('checkpoint')
         if checkpoint is not None and '://' not in str(checkpoint.get('out_dir') or ''):
             if checkpoint.get('backend_args') is None:
@@ -247,6 +246,6 @@ def slurm_restarts() -> int:
     return int(count) if count.isdigit() else 0
 
 
-__all__ = ['DEFAULT_STALL_TIMEOUT', 'RESUMABLE_LOOPS', 'SCOPES', 'use_runtime_parts', 'STALL_HELP', 'TRUST_HELP', 'DatasetError', 'ResumeFitsHook',
-           'add_run_hooks', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'finish_distributed', 'keep_freed_memory',
-           'load_config', 'slurm_restarts', 'trust_from']
+__all__ = ['DEFAULT_STALL_TIMEOUT', 'RESUMABLE_LOOPS', 'SCOPES', 'STALL_HELP', 'TRUST_HELP', 'DatasetError',
+           'ResumeFitsHook', 'add_run_hooks', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'finish_distributed',
+           'keep_freed_memory', 'load_config', 'slurm_restarts', 'trust_from', 'use_runtime_parts']
