@@ -1,6 +1,6 @@
 """Packaging for convmlp_mm.
 
-The requirements are the supported range (README, "Supported versions"), wide enough that
+The requirements are the supported range (docs/install.md, "Supported versions"), wide enough that
 ``pip install .`` into an existing OpenMMLab environment adds convmlp_mm and changes none of its
 packages. The exact stacks of our own environments are constraints.txt (newest) and
 constraints-oldest.txt (oldest).
