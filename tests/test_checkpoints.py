@@ -75,11 +75,13 @@ def test_converter_round_trip_has_no_missing_or_unexpected_keys(published):
 
 
 def test_mmpretrain_classifier_gives_the_published_logits(published):
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     arch, reference, _ = published
     dims = {'s': 512, 'm': 512, 'l': 768}[arch]
-    model = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='ConvMLP', arch=arch, out_indices=-1),
-                              head=dict(type='MLPClsHead', num_classes=1000, in_channels=dims)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # whatever scope an earlier runner left
+        model = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='ConvMLP', arch=arch, out_indices=-1),
+                                  head=dict(type='MLPClsHead', num_classes=1000, in_channels=dims)))
     model.load_state_dict(published_to_mmpretrain(reference.state_dict()), strict=True)
     model.eval()
     x = torch.rand(2, 3, 224, 224)

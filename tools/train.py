@@ -54,20 +54,17 @@ def main() -> None:
     try:
         cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir, args.trust_checkpoint)
         add_run_hooks(cfg, args.stall_timeout, preemption=True)
+        if args.amp:
+            enable_amp(cfg)
+        parts = use_runtime_parts(cfg, training=True)
     except DatasetError as error:
         parser.exit(2, f'error: {error}\n')
-    except ValueError as error:  # a malformed trusted_checkpoints entry or --stall-timeout
+    except ValueError as error:  # a malformed trusted_checkpoints entry, --stall-timeout or --amp wrapper
         parser.exit(2, f'error: {error}\n')
     restarts = slurm_restarts()
     if args.resume is None and restarts:
         print(f'Slurm requeued this job ({restarts} times): resuming from {cfg.work_dir}', flush=True)
         args.resume = 'auto'
-    try:
-        if args.amp:
-            enable_amp(cfg)
-        parts = use_runtime_parts(cfg, training=True)
-    except ValueError as error:
-        parser.exit(2, f'error: {error}\n')
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':

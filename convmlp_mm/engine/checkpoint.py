@@ -36,11 +36,9 @@ that enters it in ``before_run`` and leaves it in ``after_run``) make mmengine's
 ``CheckpointLoader`` read this way for their duration, for the schemes mmengine registered itself
 (a scheme another package registered is left to it), and restore mmengine's afterwards.
 """
-import hashlib
 import importlib
 import io
 import logging
-import os
 import os.path as osp
 import pickle
 import re
@@ -58,8 +56,8 @@ from mmengine.runner import checkpoint as mm_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..compat import HAS_SAFE_GLOBALS_BY_NAME, numpy_core
-from ..models.weights import (CheckpointError, CheckpointNotFoundError, check_sha256, checkpoint_globals,
-                              python3_name, unsafe_globals, weights_only_global)
+from ..models.weights import (CheckpointError, CheckpointNotFoundError, cached_path, check_sha256, checkpoint_globals,
+                              fetch_url, local_copy, python3_name, unsafe_globals, weights_only_global)
 
 
 # -------------------------------------------------------------------------------- the allowlist
@@ -233,27 +231,16 @@ def load_safely(source: Union[str, bytes], map_location=None, sha256: Optional[s
             the globals and how to opt in).
     """
     filename = filename or (source if isinstance(source, str) else '<bytes>')
-    if isinstance(source, str):
-        path = osp.expanduser(source)
-        if not osp.isfile(path):
-            raise CheckpointNotFoundError(f'cannot load checkpoint {filename!r}: no such file ({path}); expected '
-                                          'the path of a checkpoint file or an http(s) URL')
-        readable: Union[str, io.BytesIO] = path
-    else:
-        path, readable = None, io.BytesIO(source)
+    source = local_copy(source) if isinstance(source, str) else source  # CheckpointNotFoundError
+    readable = source if isinstance(source, str) else io.BytesIO(source)
     key = _key(filename)
     trusted = key in _TRUSTED
-    expected = sha256 or _TRUSTED.get(key)
-    if expected and path is not None:
-        check_sha256(path, expected, filename)
-    elif expected and hashlib.sha256(source).hexdigest() != expected.lower():
-        raise CheckpointError(f'cannot load checkpoint {filename!r}: its SHA-256 is '
-                              f'{hashlib.sha256(source).hexdigest()}; expected {expected.lower()}')
+    check_sha256(source, sha256 or _TRUSTED.get(key), filename)
     if trusted:
         print_log(f'loading trusted checkpoint {filename!r} with a full unpickler: it can run code it '
                   'names', logger='current', level=logging.WARNING)
         return torch.load(readable, map_location=map_location, weights_only=False)
-    refused = refused_globals(path if path is not None else source)
+    refused = refused_globals(source)
     if refused:
         raise CheckpointError(f'cannot load checkpoint {filename!r}: refused global(s) {", ".join(refused)} '
                               '(unpickling them could run code); expected tensors, containers, numpy arrays '
@@ -286,17 +273,15 @@ def _refusal(error: Exception) -> Optional[str]:
 
 # ---------------------------------------------------------------------------------- URLs
 def download(url: str, model_dir: Optional[str] = None) -> str:
-    """The local copy of ``url`` in torch's hub cache (``TORCH_HOME/hub/checkpoints``), downloaded
-    by rank 0 (the other ranks wait for it, then use the same file)."""
+    """The local copy of ``url`` (:func:`~convmlp_mm.models.weights.cached_path`), downloaded by
+    rank 0 (the other ranks wait for it, then use the same file)."""
     from mmengine.dist import barrier, get_dist_info
-    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
-    path = osp.join(model_dir, osp.basename(url.split('?')[0]) or 'checkpoint.pth')
+    path = cached_path(url, model_dir)
     rank, world_size = get_dist_info()
     failure = None
-    if rank == 0 and not osp.isfile(path):
-        os.makedirs(model_dir, exist_ok=True)
+    if rank == 0:
         try:
-            torch.hub.download_url_to_file(url, path, progress=False)  # a temporary file, then renamed
+            fetch_url(url, model_dir)
         except Exception as error:  # the others must still pass the barrier
             failure = error
     if world_size > 1:

@@ -44,14 +44,31 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def check_sha256(path: str, sha256: Optional[str], filename: str) -> None:
-    """Raises :class:`CheckpointError` unless ``path`` has the SHA-256 ``sha256`` (None: no check)."""
+def check_sha256(source: Union[str, bytes], sha256: Optional[str], filename: str) -> None:
+    """Raises :class:`CheckpointError` unless ``source`` (a path, or a file's bytes) has the SHA-256
+    ``sha256`` (None: no check)."""
     if sha256 is None:
         return
-    digest = file_sha256(path)
+    digest = file_sha256(source) if isinstance(source, str) else hashlib.sha256(source).hexdigest()
     if digest != sha256.lower():
         raise CheckpointError(f'cannot load checkpoint {filename!r}: its SHA-256 is {digest}; expected '
                               f'{sha256.lower()} (the file changed, or the hash is of another file)')
+
+
+def cached_path(url: str, model_dir: Optional[str] = None) -> str:
+    """Where ``url`` is kept: ``model_dir`` (default torch's hub cache, ``TORCH_HOME/hub/checkpoints``)
+    and the URL's file name."""
+    folder = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    return osp.join(folder, osp.basename(url.split('?')[0]) or 'checkpoint.pth')
+
+
+def fetch_url(url: str, model_dir: Optional[str] = None) -> str:
+    """The :func:`cached_path` of ``url``, downloaded first unless it is there."""
+    path = cached_path(url, model_dir)
+    if not osp.isfile(path):
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        torch.hub.download_url_to_file(url, path, progress=False)  # a temporary file, then renamed
+    return path
 
 
 def local_copy(filename: str) -> str:
@@ -61,12 +78,7 @@ def local_copy(filename: str) -> str:
         CheckpointNotFoundError: a local file that does not exist.
     """
     if filename.startswith(('http://', 'https://')):
-        folder = osp.join(torch.hub.get_dir(), 'checkpoints')
-        path = osp.join(folder, osp.basename(filename.split('?')[0]) or 'checkpoint.pth')
-        if not osp.isfile(path):
-            os.makedirs(folder, exist_ok=True)
-            torch.hub.download_url_to_file(filename, path, progress=False)  # a temporary file, then renamed
-        return path
+        return fetch_url(filename)
     path = osp.expanduser(filename)
     if not osp.isfile(path):
         raise CheckpointNotFoundError(f'cannot load checkpoint {filename!r}: no such file; expected the path of '
