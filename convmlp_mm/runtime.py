@@ -8,7 +8,7 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -65,11 +65,12 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
     return max(candidates, key=osp.getmtime) if candidates else None
 
 
-class ResumeFitsHook(Hook):
-    """Registered by ``tools/train.py`` when it resumes. mmengine resumes with ``strict=False``
-    (missing and unexpected keys only logged); a resumed run must continue the same model, so
-    the checkpoint mmengine has just read must fit the model (unwrapped from DDP) exactly, or
-    :class:`CheckpointError` (keys, both shapes) stops the run before any weight is loaded.
+class CheckpointFitsHook(Hook):
+    """Registered by ``tools/train.py`` when it resumes and by ``tools/test.py``. mmengine loads
+    with ``strict=False`` (missing and unexpected keys only logged); a resumed run must continue
+    the same model and a test must evaluate the checkpoint's weights, so the checkpoint mmengine
+    has just read must fit the model (unwrapped from DDP) exactly, or :class:`CheckpointError`
+    (keys, both shapes) stops the run before any weight is loaded.
 
     Args:
         filename (str): The checkpoint, for the message.
@@ -145,10 +146,10 @@ TRUST_HELP = ('a checkpoint you trust, read with a full unpickler (it can run co
 
 
 def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[str],
-                trusted: Optional[list] = None) -> Config:
+                trusted: Optional[list] = None, splits: Sequence[str] = ('train', 'val')) -> Config:
     """The config of ``tools/train.py`` and ``tools/test.py``: ``--cfg-options`` merged in, its
-    scope and datasets checked (see :func:`~convmlp_mm.data.checks.check_datasets`), its trusted
-    checkpoints opted in (:func:`trust_from`), and its launcher and work dir (default
+    scope and the datasets of ``splits`` checked (see :func:`~convmlp_mm.data.checks.check_datasets`),
+    its trusted checkpoints opted in (:func:`trust_from`), and its launcher and work dir (default
     ``work_dirs/CONFIG_NAME``) set.
 
     Raises:
@@ -157,7 +158,7 @@ def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[
     cfg = Config.fromfile(filename)
     cfg.merge_from_dict(options)
     check_scope(cfg, filename)
-    check_datasets(cfg)
+    check_datasets(cfg, splits)
     trust_from(cfg, trusted)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', osp.splitext(osp.basename(filename))[0])
@@ -247,5 +248,5 @@ def slurm_restarts() -> int:
 
 
 __all__ = ['DEFAULT_STALL_TIMEOUT', 'RESUMABLE_LOOPS', 'SCOPES', 'STALL_HELP', 'TRUST_HELP', 'DatasetError',
-           'ResumeFitsHook', 'add_run_hooks', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'finish_distributed',
+           'CheckpointFitsHook', 'add_run_hooks', 'check_scope', 'enable_amp', 'find_resume_checkpoint', 'finish_distributed',
            'keep_freed_memory', 'load_config', 'slurm_restarts', 'trust_from', 'use_runtime_parts']

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+import tool_runner
+
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools'))
 
 
@@ -39,6 +41,10 @@ def pytest_collection_modifyitems(config, items):
     if config.left_to_newest:
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+
+
+def pytest_sessionfinish(session, exitstatus):
+    tool_runner.close()
 
 
 def pytest_terminal_summary(terminalreporter, config):

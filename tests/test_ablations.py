@@ -3,7 +3,6 @@ Pure-MLP as an entry, the reconstructed conv_v1 stage, and the switch checks."""
 import hashlib
 import math
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
@@ -12,6 +11,8 @@ import torch
 from convmlp_mm import ConvMLP, MLPClassifier, PureMLP
 from convmlp_mm.analysis import count_macs
 from convmlp_mm.models.convmlp import ConvStageV1
+
+import tool_runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: Table 2: (stem_stage, downsample, dwconv), params (M, 1000-class head), GMACs.
@@ -139,8 +140,9 @@ def test_bad_switches_fail_naming_key_value_and_choices(cls, key, value, message
 
 @pytest.mark.slow  # starts a process or trains
 def test_complexity_tool_prints_table2():
-    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/analysis/complexity.py'), '--table2'],
-                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    result = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/analysis/complexity.py'), '--table2'], ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
     for row, (_, params_m, gmacs) in TABLE2.items():
         line = next(l for l in out.splitlines() if l.startswith(f'| {row[-1]} '))
         assert f'| {params_m:.2f} | {params_m:.2f} |' in line and f'| {gmacs:.2f} |' in line, line

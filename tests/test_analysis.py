@@ -1,6 +1,5 @@
 """MAC counts of the paper, and the complexity and conversion tools."""
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
@@ -9,6 +8,8 @@ import torch
 from convmlp_mm import MLPClassifier, mmpretrain_to_published
 from convmlp_mm.analysis import count_macs
 from published_convmlp import randomised
+
+import tool_runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -24,9 +25,11 @@ def test_macs_at_224(family, arch, gmacs):
 @pytest.mark.slow  # starts a process or trains
 @pytest.mark.stack_independent('the tool around count_macs, which runs on torch 2.1 in test_analysis and test_ablations')
 def test_complexity_tool_on_a_config_at_a_shape():
-    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/analysis/complexity.py'),
-                          osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py'), '--shape', '96', '128'],
-                         capture_output=True, text=True, check=True).stdout
+    result = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/analysis/complexity.py'),
+                              osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py'), '--shape', '96', '128'],
+                             ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
     (line, ) = [line for line in out.splitlines() if line.startswith('| mask-rcnn_convmlp-s')]
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[1] == '96x128' and cells[3] == '28.66' and float(cells[4]) > 0
@@ -39,8 +42,9 @@ def test_convert_tool_round_trip(tmp_path):
     src, mid, back = tmp_path / 'pub.pth', tmp_path / 'mm.pth', tmp_path / 'back.pth'
     torch.save(reference.state_dict(), src)
     tool = osp.join(ROOT, 'tools/convert_checkpoint.py')
-    subprocess.run([sys.executable, tool, str(src), str(mid)], check=True, capture_output=True)
-    subprocess.run([sys.executable, tool, str(mid), str(back), '--to', 'published'], check=True, capture_output=True)
+    for args in ([src, mid], [mid, back, '--to', 'published']):
+        result = tool_runner.run([sys.executable, tool, *args], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
     converted = torch.load(mid, weights_only=False)['state_dict']
     assert mmpretrain_to_published(converted).keys() == reference.state_dict().keys()
     restored = torch.load(back)

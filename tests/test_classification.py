@@ -3,7 +3,6 @@ paper's recipes and build through mmpretrain; tools/train.py runs one of each on
 data; the Pure-MLP pretraining feeds the Pure-MLP detectors; saliency maps and predictions."""
 import os
 import os.path as osp
-import subprocess
 import sys
 from glob import glob
 
@@ -17,6 +16,8 @@ from mmengine.registry import DefaultScope
 from convmlp_mm.engine.checkpoint import load_checkpoint
 from convmlp_mm.data import generate_classification
 from published_convmlp import randomised
+
+import tool_runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLS = osp.join(ROOT, 'configs/classification')
@@ -144,7 +145,7 @@ def shapes_cls(tmp_path_factory):
 
 
 def run_tool(*args, cwd=ROOT, timeout=600):
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    result = tool_runner.run([sys.executable, *args], cwd, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -208,10 +209,10 @@ def test_classification_list_with_a_bad_label_stops_with_one_error(shapes_cls, t
     shutil.copytree(shapes_cls, root)
     with open(root / 'meta' / 'train.txt', 'a') as f:
         f.write('triangle/x.png 7\n')
-    result = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'),
-                             osp.join(ROOT, 'configs/quickstart/convmlp-s_shapes-cls.py'),
-                             '--cfg-options', f'train_dataloader.dataset.data_root={root}',
-                             '--work-dir', str(tmp_path / 'work')], capture_output=True, text=True, cwd=ROOT)
+    result = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/train.py'),
+                              osp.join(ROOT, 'configs/quickstart/convmlp-s_shapes-cls.py'),
+                              '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+                              '--work-dir', str(tmp_path / 'work')], ROOT)
     assert result.returncode == 2
     assert "train.txt:9: label '7' is invalid: expected an integer in [0, 2]" in result.stderr
     assert not (tmp_path / 'work').exists()

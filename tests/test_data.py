@@ -4,7 +4,6 @@ import json
 import os
 import os.path as osp
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -13,6 +12,8 @@ from mmengine.config import Config
 
 from convmlp_mm.data import CLASSES, SEG_CLASSES, generate
 from convmlp_mm.data.checks import DatasetError, check_datasets
+
+import tool_runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 QUICK = osp.join(ROOT, 'configs/quickstart')
@@ -141,8 +142,8 @@ def test_train_tool_stops_with_one_message(broken):
     workdir = osp.dirname(broken)
     os.makedirs(osp.join(workdir, 'data'))
     os.rename(broken, osp.join(workdir, 'data/shapes'))
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), osp.join(QUICK, 'mask-rcnn_convmlp-s_shapes.py')],
-                          cwd=workdir, capture_output=True, text=True)
+    proc = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/train.py'), osp.join(QUICK, 'mask-rcnn_convmlp-s_shapes.py')],
+                           workdir)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
         'error: data/shapes/coco/val/val_00000.jpg: image file not found (1 of 3 images of the val split listed ' \

@@ -1,7 +1,6 @@
 """Inference preparation (fused, channels-last), bfloat16 numerics and ONNX export with an
 ONNX Runtime check."""
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
@@ -13,6 +12,8 @@ from convmlp_mm.deployment import ExportError, TensorGraph, build_model
 from convmlp_mm.engine import mmcv_ops_for_prepared_models
 from convmlp_mm.models.fusion import OUTPUT_LAYERS, Float32Output
 from toy import randomise_norms
+
+import tool_runner
 
 pytestmark = pytest.mark.slow  # ONNX exports and whole detectors
 
@@ -105,8 +106,7 @@ def test_bfloat16_maps_within_2e_2_of_float32(family):
 
 
 def export(args, cwd):
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools/deployment/export_onnx.py'), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+    proc = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/deployment/export_onnx.py'), *args], cwd)
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -10,12 +10,13 @@ browse_dataset.py calls a private matplotlib function whose signature changed.
 """
 import importlib
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 
 from convmlp_mm.data import generate, generate_classification
+
+import tool_runner
 
 pytestmark = pytest.mark.slow  # the host libraries' tools in subprocesses
 
@@ -46,7 +47,7 @@ def tool(library, name):
 
 
 def run(cwd, *args):
-    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    result = tool_runner.run([sys.executable, *args], cwd)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
@@ -67,8 +68,7 @@ def test_host_tools_run_our_configs(library, project):
     if library == 'mmseg':  # mmseg 1.2.2's get_flops.py fails on every config with mmengine 0.10.7, its own too
         own = osp.join(osp.dirname(flops), '..', '..', 'configs', 'sem_fpn', 'fpn_r50_4xb4-160k_ade20k-512x512.py')
         for cfg in (config, own):
-            result = subprocess.run([sys.executable, flops, cfg, '--shape', '128', '160'], cwd=project,
-                                    capture_output=True, text=True, timeout=900)
+            result = tool_runner.run([sys.executable, flops, cfg, '--shape', '128', '160'], project)
             assert result.returncode != 0 and '"input_shape" and "inputs" cannot be both set' in result.stderr
     else:
         shape = ['--num-images', '2', '--cfg-options', *NO_WORKERS] if library == 'mmdet' else ['--shape', '64', '64']
@@ -81,7 +81,7 @@ def test_host_tools_run_our_configs(library, project):
         run(project, *args[1:])
         assert browse_dir.is_dir() and any(browse_dir.rglob('*.*'))
     else:  # their own failures, past our config: the dataset is built and read first
-        result = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=900)
+        result = tool_runner.run(args, project)
         known = {'mmseg': "error: (-5:Bad argument) in function 'rectangle'",
                  'mmpretrain': "adjust_bbox() missing 1 required positional argument: 'renderer'"}[library]
         assert result.returncode != 0 and known in result.stderr, result.stderr[-2000:]

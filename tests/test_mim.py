@@ -17,6 +17,8 @@ import yaml
 
 from convmlp_mm.data import generate_classification
 
+import tool_runner
+
 pytestmark = pytest.mark.slow  # mim and our tools in subprocesses
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -37,8 +39,7 @@ def mim(*args, site=None, cwd=None, timeout=900):
     env = dict(os.environ)
     if site is not None:
         env['PYTHONPATH'] = str(site)  # the installed copy, ahead of the editable one
-    result = subprocess.run([sys.executable, '-m', 'mim', *args], capture_output=True, text=True, env=env,
-                            cwd=cwd, timeout=timeout)
+    result = tool_runner.run([sys.executable, '-m', 'mim', *args], cwd, env, timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 

@@ -1,7 +1,6 @@
 """The fast ConvMLP keeps the published numerics; fusion keeps outputs; the benchmark runs."""
 import json
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
@@ -10,6 +9,8 @@ import torch
 from convmlp_mm import ConvMLP, PureMLP, fuse
 from published_convmlp import randomised
 from toy import randomise_norms
+
+import tool_runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -90,8 +91,10 @@ def test_benchmark_quick_smoke(tmp_path):
     from convmlp_mm.compat import CPU_AUTOCAST_DTYPES
     out = tmp_path / 'bench.json'
     extra = ['bf16'] + (['fp16'] if torch.float16 in CPU_AUTOCAST_DTYPES else [])
-    text = subprocess.run([sys.executable, osp.join(ROOT, 'tools/benchmark.py'), '--quick', '--out', str(out),
-                           '--precisions', *extra], capture_output=True, text=True, check=True).stdout
+    result = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/benchmark.py'), '--quick', '--out', str(out),
+                              '--precisions', *extra], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
     report = json.load(open(out))
     sections = {r['section'] for r in report['rows']}
     assert sections == {'forward', 'train step', 'inference', 'tensor outputs, pytorch', 'tensor outputs, onnxruntime',

@@ -23,6 +23,8 @@ from convmlp_mm.compat import CPU_AUTOCAST_DTYPES
 from convmlp_mm.data import generate
 from convmlp_mm.runtime import find_resume_checkpoint
 
+import tool_runner
+
 pytestmark = pytest.mark.slow  # trainings and tools in subprocesses
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -35,8 +37,7 @@ NO_VAL = ['val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=Fal
 
 def tool(args, cwd, env=None, timeout=900):
     env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return tool_runner.run([sys.executable, *args], cwd, env, timeout)
 
 
 def ok(proc):

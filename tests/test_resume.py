@@ -4,13 +4,14 @@ the loader differs (batch size, world size) and skips exactly the trained batche
 same. Never a StopIteration."""
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from convmlp_mm.data import generate_classification
+
+import tool_runner
 
 pytestmark = pytest.mark.slow  # trainings through tools/train.py
 
@@ -37,7 +38,7 @@ def train(cwd, work, *options, resume=None, nproc=1):
     command += ['--work-dir', str(work), '--cfg-options', *QUIET, *options]
     if resume:
         command += ['--resume', str(resume)]
-    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    proc = tool_runner.run(command, cwd, env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert 'StopIteration' not in out

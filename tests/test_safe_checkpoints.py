@@ -25,6 +25,8 @@ from convmlp_mm.engine.checkpoint import (LOADERS, CheckpointError, checkpoint_g
                                           safe_checkpoint_loading, trust_checkpoint)
 from published_convmlp import randomised
 
+import tool_runner
+
 pytestmark = pytest.mark.slow  # runners, tools and servers
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -138,8 +140,7 @@ def test_init_cfg_file_and_url_refuse_payloads(tmp_path, monkeypatch):
 
 def run_tool(args, cwd):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return tool_runner.run([sys.executable, *args], cwd, env, timeout=600)
 
 
 @pytest.fixture(scope='module')

@@ -2,12 +2,13 @@
 import glob
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 
 from convmlp_mm.data import generate
+
+import tool_runner
 
 pytestmark = pytest.mark.slow  # the tools in subprocesses
 
@@ -35,7 +36,7 @@ def workspace(tmp_path_factory):
 
 def run(args, cwd, env=None):
     env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    proc = tool_runner.run(args, cwd, env)
     if proc.returncode != 0:
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if 'Error' in line or 'error:' in line]
         pytest.fail(f'{" ".join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n'

@@ -1,9 +1,11 @@
 """Draw a detection, segmentation or classification checkpoint's predictions on any images, as PNG files.
 
     python tools/infer.py CONFIG CHECKPOINT IMAGE [IMAGE ...] [--out-dir DIR] [--score-thr 0.3] [--amp]
+                          [--montage FILE] [--device DEVICE] [--cfg-options KEY=VALUE ...]
 
 Uses mmdet's / mmseg's / mmpretrain's inference APIs and the config's visualizer; grayscale and
-RGBA files are read as colour images. ``--amp`` prepares the model for inference
+RGBA files are read as colour images. The checkpoint must fit the config's model exactly (the
+hosts' inference APIs would load it with missing keys only logged). ``--amp`` prepares the model for inference
 (:func:`convmlp_mm.prepare_inference`) and runs it under autocast (bfloat16 on the CPU, float16 on
 GPUs).
 """
@@ -14,14 +16,15 @@ import os.path as osp
 
 import mmcv
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
-from convmlp_mm.data.checks import DatasetError, check_image
 from convmlp_mm import prepare_inference
-from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.compat import emulated_bf16_warning
+from convmlp_mm.data.checks import DatasetError, check_image
 from convmlp_mm.engine import mmcv_ops_for_prepared_models, safe_checkpoint_loading
+from convmlp_mm.engine.checkpoint import load_safely
+from convmlp_mm.models.weights import CheckpointError, check_state_dict_fits, unwrap_state_dict
 from convmlp_mm.runtime import TRUST_HELP, check_scope, keep_freed_memory, trust_from
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,6 +37,8 @@ parser.add_argument('--device', default='cpu')
 parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='FILE[:SHA256]', help=TRUST_HELP)
 parser.add_argument('--amp', action='store_true', help='autocast: bfloat16 on the CPU, float16 on GPUs')
 parser.add_argument('--montage', help='also write all pictures, enlarged, into this one PNG')
+parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                    help='override config entries, e.g. test_dataloader.dataset.pipeline.1.scale="(640,480)"')
 
 
 def montage(files, out_file: str, columns: int = 4, scale: int = 3) -> None:
@@ -81,10 +86,13 @@ def main() -> None:
         except DatasetError as error:
             parser.exit(2, f'error: {error}\n')
     cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
     try:
         trust_from(cfg, args.trust_checkpoint)
         with safe_checkpoint_loading():  # the host's init_model reads the checkpoint weights-only
             model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
+        state = unwrap_state_dict(load_safely(args.checkpoint, map_location='cpu'), args.checkpoint)
+        check_state_dict_fits(model, state, args.checkpoint)
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')
     if args.amp:

@@ -22,8 +22,8 @@ import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
 from convmlp_mm.compat import emulated_bf16_warning
 from convmlp_mm.engine import init_cpu_process_group
 from convmlp_mm.models.weights import CheckpointError
-from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, DatasetError, add_run_hooks, finish_distributed,
-                                keep_freed_memory, load_config, use_runtime_parts)
+from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, CheckpointFitsHook, DatasetError, add_run_hooks,
+                                finish_distributed, keep_freed_memory, load_config, use_runtime_parts)
 
 parser = argparse.ArgumentParser(description='Test a checkpoint with an mm config.')
 parser.add_argument('config', help='config file')
@@ -46,7 +46,8 @@ def main() -> None:
     if not osp.isfile(args.checkpoint):
         parser.error(f'checkpoint {args.checkpoint!r} does not exist')
     try:
-        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir, args.trust_checkpoint)
+        cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir, args.trust_checkpoint,
+                          splits=('test', ))
         add_run_hooks(cfg, args.stall_timeout, preemption=False)
     except DatasetError as error:
         parser.exit(2, f'error: {error}\n')
@@ -69,6 +70,7 @@ def main() -> None:
         parts.append('init_cpu_process_group')
     print(f'convmlp_mm runtime parts: {", ".join(parts)}', flush=True)
     runner = Runner.from_cfg(cfg)
+    runner.register_hook(CheckpointFitsHook(args.checkpoint))  # evaluates exactly the checkpoint's weights
     try:
         metrics = runner.test()
     except CheckpointError as error:

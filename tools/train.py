@@ -27,7 +27,7 @@ from mmengine.runner import Runner
 import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
 from convmlp_mm.engine import Preempted, init_cpu_process_group
 from convmlp_mm.models.weights import CheckpointError
-from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, DatasetError, ResumeFitsHook, add_run_hooks,
+from convmlp_mm.runtime import (STALL_HELP, TRUST_HELP, DatasetError, CheckpointFitsHook, add_run_hooks,
                                 enable_amp, find_resume_checkpoint, finish_distributed, keep_freed_memory,
                                 load_config, slurm_restarts, use_runtime_parts)
 
@@ -82,7 +82,7 @@ def main() -> None:
     print(f'convmlp_mm runtime parts: {", ".join(parts)}', flush=True)
     runner = Runner.from_cfg(cfg)
     if cfg.resume and cfg.load_from:
-        runner.register_hook(ResumeFitsHook(cfg.load_from))
+        runner.register_hook(CheckpointFitsHook(cfg.load_from))
     try:
         runner.train()
     except (CheckpointError, FloatingPointError) as error:

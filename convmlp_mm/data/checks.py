@@ -12,7 +12,7 @@ names a corrupt file when it reaches it.
 import json
 import os
 import os.path as osp
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -25,8 +25,8 @@ class DatasetError(ValueError):
     """A dataset that cannot be used: the message names the file and the problem."""
 
 
-def _datasets(cfg: Config) -> Iterator[Tuple[str, dict]]:
-    for split in ('train', 'val', 'test'):
+def _datasets(cfg: Config, splits: Sequence[str]) -> Iterator[Tuple[str, dict]]:
+    for split in splits:
         loader = cfg.get(f'{split}_dataloader')
         if loader and loader.get('dataset'):
             dataset = loader['dataset']
@@ -155,14 +155,18 @@ def check_image_list(dataset: dict, split: str, num_classes: Optional[int]) -> N
     _check_images(images, split, path)
 
 
-def check_datasets(cfg: Config) -> None:
-    """Checks every dataset of ``cfg`` (see the module docstring).
+def check_datasets(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) -> None:
+    """Checks the datasets of ``cfg`` that a run reads (see the module docstring).
+
+    Args:
+        cfg (Config): The config.
+        splits (sequence of str): Which of its ``{split}_dataloader`` datasets to check.
 
     Raises:
         DatasetError: the first problem found, naming the file.
     """
     heads = _model_classes(cfg.get('model', {}))
-    for split, dataset in _datasets(cfg):
+    for split, dataset in _datasets(cfg, splits):
         classes = (dataset.get('metainfo') or {}).get('classes')
         if classes is not None:
             wrong = [(where, n) for where, n in heads if n != len(classes)]
