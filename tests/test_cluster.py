@@ -20,6 +20,7 @@ from convmlp_mm.data import generate, generate_classification
 from convmlp_mm.engine.hooks import PreemptionHook, StallWatchdogHook
 from convmlp_mm.runtime import DEFAULT_STALL_TIMEOUT, add_run_hooks
 
+import tool_runner
 from slurm_cluster import PARTITION, CannotInstall, install, job_state, slurm_cluster
 
 pytestmark = pytest.mark.slow  # trainings, torchrun, a Slurm cluster
@@ -172,8 +173,8 @@ def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data
                'train_dataloader.persistent_workers=False']
     whole, parts = data / f'whole-{run}-{workers}', data / f'parts-{run}-{workers}'
     env = clean_env()
-    subprocess.run([sys.executable, TRAIN, config, '--work-dir', str(whole), *options], cwd=data, env=env,
-                   check=True, capture_output=True, timeout=900)
+    reference = tool_runner.run([sys.executable, TRAIN, config, '--work-dir', whole, *options], data, env)
+    assert reference.returncode == 0, reference.stderr[-3000:]
 
     proc = subprocess.Popen([sys.executable, TRAIN, config, '--work-dir', str(parts), *options], cwd=data, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -191,8 +192,7 @@ def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data
     assert 'requeue' not in out  # not a Slurm job
     assert not osp.exists(parts / last)
 
-    resumed = subprocess.run([sys.executable, TRAIN, config, '--work-dir', str(parts), '--resume', *options],
-                             cwd=data, env=env, capture_output=True, text=True, timeout=900)
+    resumed = tool_runner.run([sys.executable, TRAIN, config, '--work-dir', parts, '--resume', *options], data, env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     if config == CLS and step % epoch:
         assert f'resumed in the middle of epoch {step // epoch + 1}: skipping its {step % epoch} trained batches' in \
@@ -224,7 +224,7 @@ def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
     config.write_text(f"_base_ = {CLS!r}\n"
                       "custom_imports = dict(imports=['convmlp_mm', 'sleepy_hook'], allow_failed_imports=False)\n"
                       "custom_hooks = [dict(type='RandomStateHook'), dict(type='SleepOnRankOne')]\n")
-    env = clean_env(PYTHONPATH=str(data), PORT=str(29700 + os.getpid() % 1000))
+    env = clean_env(PYTHONPATH=str(data), PORT=str(tool_runner.free_port()))
     start = time.monotonic()
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'tools/dist_train.sh'), str(config), '2', '--work-dir', str(data / 'stalled'),

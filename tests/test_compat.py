@@ -3,7 +3,6 @@
 breaks without it."""
 import os
 import os.path as osp
-import socket
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
+import tool_runner
 from toy import ToyDataset, ToyModel
 
 import convmlp_mm  # noqa: F401  (registers the runtime parts)
@@ -41,12 +41,6 @@ def test_runner_resumes_a_checkpoint_hook_checkpoint(tmp_path):
     assert runner.iter == 4
     steps = {int(state['step']) for state in runner.optim_wrapper.optimizer.state.values()}
     assert steps == {4}  # AdamW's state came back from the checkpoint
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank, world_size, port, results):
@@ -85,7 +79,7 @@ def _worker(rank, world_size, port, results):
 def distributed_outcome():
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, tool_runner.free_port(), results), nprocs=2, join=True)
         return dict(results)
 
 

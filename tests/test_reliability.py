@@ -229,7 +229,7 @@ def test_a_failing_rank_stops_every_rank(shapes):
     config.write_text(f"_base_ = {FPN!r}\n"
                       "custom_imports = dict(imports=['convmlp_mm', 'failing_hook'], allow_failed_imports=False)\n"
                       "custom_hooks = [dict(type='FiniteLossHook'), dict(type='FailOnRankOne')]\n")
-    env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHONPATH=str(shapes), PORT=str(29600 + os.getpid() % 1000),
+    env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHONPATH=str(shapes), PORT=str(tool_runner.free_port()),
                VIRTUAL_ENV=sys.prefix)  # dist_train.sh runs this suite's environment
     start = time.time()
     proc = subprocess.run(

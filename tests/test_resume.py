@@ -33,7 +33,7 @@ def data(tmp_path_factory):
 
 def train(cwd, work, *options, resume=None, nproc=1):
     env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM_')}
-    env.update(PYTHONUNBUFFERED='1', VIRTUAL_ENV=sys.prefix, PORT=str(29500 + os.getpid() % 1000))
+    env.update(PYTHONUNBUFFERED='1', VIRTUAL_ENV=sys.prefix, PORT=str(tool_runner.free_port()))
     command = ([osp.join(ROOT, 'tools/dist_train.sh'), CLS, str(nproc)] if nproc > 1 else [sys.executable, TRAIN, CLS])
     command += ['--work-dir', str(work), '--cfg-options', *QUIET, *options]
     if resume:

@@ -85,7 +85,7 @@ def test_visualize_features_of_an_untrained_model(workspace):
 def test_dist_train_two_cpu_processes(workspace):
     path = osp.join(ROOT, 'configs/quickstart/fpn_convmlp-s_shapes.py')
     work_dir = workspace / 'work_dist'
-    env = dict(PORT=str(29500 + os.getpid() % 1000), VIRTUAL_ENV=sys.prefix)  # this suite's environment
+    env = dict(PORT=str(tool_runner.free_port()), VIRTUAL_ENV=sys.prefix)  # this suite's environment
     out = run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), path, '2', '--work-dir', str(work_dir),
                '--cfg-options', *QUICK['fpn_convmlp-s_shapes.py'], *COMMON], workspace, env=env)
     assert 'Distributed training: True' in out or 'world_size' in out.lower()

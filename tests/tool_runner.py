@@ -16,6 +16,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,14 @@ class ToolRunner:
     def close(self) -> None:
         self._proc.stdin.close()
         self._proc.wait(60)
+
+
+def free_port() -> int:
+    """A TCP port that is free on this machine now, for a launcher's rendezvous (tests in parallel
+    processes must not share one)."""
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
 
 
 _runner: Optional[ToolRunner] = None

@@ -3,6 +3,7 @@
 # node with torchrun (used by dist_train.sh and dist_test.sh). Multi-node: set NNODES, NODE_RANK,
 # PORT and MASTER_ADDR. Without a GPU the processes run on the CPU over gloo.
 # The Python: the activated virtual environment's, else this checkout's .venv, else `python`.
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; }
 set -euo pipefail
 SCRIPT=$1
 NPROC=$2

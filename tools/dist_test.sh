@@ -2,4 +2,5 @@
 # tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py arguments]
 # Tests on GPUS GPUs of this node (or GPUS CPU processes without a GPU); multi-node with
 # NNODES, NODE_RANK, PORT and MASTER_ADDR (see dist_launch.sh).
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; }
 exec "$(dirname "$0")/dist_launch.sh" test.py "$3" "$1" "$2" "${@:4}"

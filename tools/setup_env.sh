@@ -26,6 +26,7 @@ cd "$(dirname "$0")/.."
 case "${1:-default}" in
     default) VENV=.venv; CONSTRAINTS=constraints.txt ;;
     oldest) VENV=.venv-oldest; CONSTRAINTS=constraints-oldest.txt ;;
+    -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "usage: $0 [default|oldest] (got '$1')" >&2; exit 2 ;;
 esac
 

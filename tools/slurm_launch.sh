@@ -11,6 +11,7 @@
 # 20000 + job id mod 10000 unless MASTER_PORT is set, so that jobs sharing a node do not all
 # take 29500. The Python: the activated virtual environment's, else this checkout's .venv, else
 # `python`.
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0; }
 set -euo pipefail
 SCRIPT=$1
 PARTITION=$2
