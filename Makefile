@@ -5,8 +5,11 @@
 # tools/setup_env.sh, which creates the environment and installs its pinned stack on a fresh
 # machine and returns in a second when everything is already there.
 PY := .venv/bin/python
+# Two pytest-xdist workers: the suite's waits (Slurm, timeouts, process starts) overlap with
+# computing; tests that share an expensive fixture are one xdist_group (tests/conftest.py).
+PYTEST := -m pytest -n 2 --dist loadgroup --durations=30 tests
 
-.PHONY: env env-oldest test test-quick test-oldest test-all demo demo-seg demo-cls
+.PHONY: env env-oldest test test-quick test-oldest test-all coverage demo demo-seg demo-cls
 env:
 	@tools/setup_env.sh
 
@@ -14,15 +17,23 @@ env-oldest:
 	@tools/setup_env.sh oldest
 
 test: env
-	$(PY) -m pytest --durations=30 tests
+	$(PY) $(PYTEST)
 
 test-quick: env
 	$(PY) -m pytest -m "not slow" tests
 
 test-oldest: env-oldest
-	.venv-oldest/bin/python -m pytest --oldest-stack --durations=30 tests
+	.venv-oldest/bin/python $(PYTEST) --oldest-stack
 
 test-all: test test-oldest
+
+# Line coverage of convmlp_mm/ over the whole suite on the newest stack, the tools it starts
+# included (setup.cfg's [coverage:run]).
+coverage: env
+	rm -rf .coverage-data
+	$(PY) -m coverage run -m pytest -n 2 --dist loadgroup tests
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report
 
 # The main job: Mask R-CNN with ConvMLP-S, trained from scratch on the generated shapes data
 # (data/shapes), evaluated with the COCO metric on the held-out split, with pictures in

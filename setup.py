@@ -5,6 +5,8 @@ The requirements are the supported range (docs/install.md, "Supported versions")
 packages. The exact stacks of our own environments are constraints.txt (newest) and
 constraints-oldest.txt (oldest).
 """
+import re
+
 from setuptools import find_packages, setup
 
 MMCV = 'mmcv>=2.0.0,<2.2.0'  # mmdet 3.3 / mmseg 1.2 refuse mmcv 2.2
@@ -16,13 +18,13 @@ EXTRAS = {
     'cls': [MMENGINE, MMCV, 'mmpretrain>=1.2.0,<1.3'],
     'timm': ['timm>=1.0,<1.1', 'torchvision'],
     'deploy': ['onnx', 'onnxruntime>=1.16'],  # tools/deployment/export_onnx.py (--check), the benchmark's ONNX rows
-    'tests': ['pytest', 'openmim>=0.3.9'],
+    'tests': ['pytest', 'pytest-xdist', 'coverage>=7.10', 'openmim>=0.3.9'],  # coverage: `patch = subprocess`
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
 setup(
     name='convmlp_mm',
-    version='0.1.0',
+    version=re.search(r"__version__ = '([^']+)'", open('convmlp_mm/__init__.py').read()).group(1),
     description='ConvMLP and Pure-MLP backbones for OpenMMLab 2.0 (mmdet, mmseg, mmpretrain) and timm',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

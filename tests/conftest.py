@@ -3,6 +3,8 @@ name, and the tiers of the suite.
 
 - ``slow``: a test that starts tools, trainings or other processes. ``make test-quick`` runs the
   rest (``-m "not slow"``): the model layer, configs, converters, compat.
+- ``xdist_group(name)``: tests that share an expensive module fixture (a Slurm cluster, an
+  installed copy of the package) run in one pytest-xdist worker (``make test`` runs two).
 - ``stack_independent(reason)``: a test whose behaviour does not depend on the stack's versions
   (the OpenMMLab versions are the same on both; only torch and numpy differ). ``--oldest-stack``
   (``make test-oldest``) leaves these to the newest stack and lists them with their reasons.
@@ -24,6 +26,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: starts tools, trainings or other processes (not in make test-quick)')
+    config.addinivalue_line('markers', 'xdist_group(name): run in the same pytest-xdist worker as its group')
     config.addinivalue_line('markers', 'stack_independent(reason): run on the newest stack only, for the reason given')
     config.left_to_newest = []
 
@@ -45,6 +48,15 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     tool_runner.close()
+    if hasattr(session.config, 'workeroutput'):  # an xdist worker: the controller prints the list
+        session.config.workeroutput['left_to_newest'] = session.config.left_to_newest
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):  # xdist's controller: every worker deselected the same tests
+    left = node.config.left_to_newest
+    left += [tuple(entry) for entry in getattr(node, 'workeroutput', {}).get('left_to_newest', [])
+             if tuple(entry) not in left]
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -275,6 +275,7 @@ def slurm_run(cluster, data):
     return work, proc
 
 
+@pytest.mark.xdist_group('slurm')  # one cluster, one reference training
 @pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
 def test_slurm_train_two_cpu_tasks_write_one_checkpoint(slurm_run):
     work, proc = slurm_run
@@ -285,6 +286,7 @@ def test_slurm_train_two_cpu_tasks_write_one_checkpoint(slurm_run):
     assert sorted(osp.basename(p) for p in glob.glob(str(work / '*.pth'))) == ['epoch_3.pth']
 
 
+@pytest.mark.xdist_group('slurm')  # one cluster, one reference training
 @pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
 def test_slurm_test_two_cpu_tasks_report_metrics_once(slurm_run, cluster, data):
     work, _ = slurm_run
@@ -321,6 +323,7 @@ def start_requeued_job_now(env, job):
     subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=env, check=True)
 
 
+@pytest.mark.xdist_group('slurm')  # one cluster, one reference training
 @pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
 def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm_run, cluster, data):
     """sbatch runs slurm_train.sh; `scancel --signal=USR1` (what `--signal=USR1@N` sends before a
@@ -342,6 +345,7 @@ def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm
     assert_same_training(work / 'epoch_3.pth', reference / 'epoch_3.pth')
 
 
+@pytest.mark.xdist_group('slurm')  # one cluster, one reference training
 @pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
 def test_slurm_time_limit_requeues_and_scancel_does_not(cluster, data):
     """A job past its time limit (Slurm's SIGTERM, reason TimeLimit) saves and is requeued; the

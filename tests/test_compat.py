@@ -84,18 +84,21 @@ def distributed_outcome():
 
 
 @pytest.mark.slow  # two processes
+@pytest.mark.xdist_group('cpu-ddp')  # one 2-process run for the three
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
 def test_cpu_process_group_uses_gloo(distributed_outcome):
     assert [distributed_outcome[r]['init'] for r in (0, 1)] == ['gloo', 'gloo']
 
 
 @pytest.mark.slow  # two processes
+@pytest.mark.xdist_group('cpu-ddp')  # one 2-process run for the three
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
 def test_cpu_ddp_wrapper_accepts_device_ids(distributed_outcome):
     assert [distributed_outcome[r]['ddp'] for r in (0, 1)] == ['ok', 'ok']
 
 
 @pytest.mark.slow  # two processes
+@pytest.mark.xdist_group('cpu-ddp')  # one 2-process run for the three
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU process group is for machines without a GPU')
 def test_syncbn_trains_in_cpu_ddp(distributed_outcome):
     assert [distributed_outcome[r]['syncbn'] for r in (0, 1)] == ['ok', 'ok']

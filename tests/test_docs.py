@@ -148,3 +148,12 @@ def test_code_blocks_run_or_are_checked(page, language, marker, code, tmp_path, 
                      timm=importlib.import_module('timm'), torch=torch)
     monkeypatch.chdir(tmp_path)
     exec(compiled, namespace)
+
+
+def test_tools_page_names_every_tool_and_make_target():
+    page = read('docs/tools.md')
+    tools = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'tools', '**', '*'), recursive=True)
+                   if p.endswith(('.py', '.sh')))
+    targets = re.search(r'^\.PHONY: (.*)$', read('Makefile'), re.M).group(1).split()
+    missing = [t for t in tools if f'`{t}`' not in page] + [f'make {t}' for t in targets if f'`make {t}`' not in page]
+    assert not missing, f'docs/tools.md does not name {missing}'

@@ -19,7 +19,8 @@ from convmlp_mm.data import generate_classification
 
 import tool_runner
 
-pytestmark = pytest.mark.slow  # mim and our tools in subprocesses
+pytestmark = [pytest.mark.slow,  # mim and our tools in subprocesses
+              pytest.mark.xdist_group('mim')]  # one installed copy
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PUBLISHED = 'https://shi-labs.com/projects/convmlp/checkpoints/'
