@@ -20,7 +20,7 @@ test: env
 	$(PY) $(PYTEST)
 
 test-quick: env
-	$(PY) -m pytest -m "not slow" tests
+	$(PY) -m pytest -n 2 -m "not slow" tests
 
 test-oldest: env-oldest
 	.venv-oldest/bin/python $(PYTEST) --oldest-stack

@@ -9,6 +9,7 @@ name, and the tiers of the suite.
   (the OpenMMLab versions are the same on both; only torch and numpy differ). ``--oldest-stack``
   (``make test-oldest``) leaves these to the newest stack and lists them with their reasons.
 """
+import os
 import os.path as osp
 import sys
 
@@ -25,6 +26,13 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        # one of make test's two workers on as many cores: one thread each, for torch here and in
+        # the tools it starts (two workers of two OpenMP threads each spin against each other and
+        # ran compute-bound tests up to 5x slower)
+        os.environ['OMP_NUM_THREADS'] = '1'
+        import torch
+        torch.set_num_threads(1)
     config.addinivalue_line('markers', 'slow: starts tools, trainings or other processes (not in make test-quick)')
     config.addinivalue_line('markers', 'xdist_group(name): run in the same pytest-xdist worker as its group')
     config.addinivalue_line('markers', 'stack_independent(reason): run on the newest stack only, for the reason given')
@@ -32,6 +40,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # xdist hands out tests in this order: the groups (the Slurm one is the longest unit) and the
+    # slow tests first, so that they start early and the short ones fill the gaps at the end
+    items.sort(key=lambda item: (item.get_closest_marker('xdist_group') is None,
+                                 item.get_closest_marker('slow') is None))
     if not config.getoption('--oldest-stack'):
         return
     kept = []

@@ -92,7 +92,7 @@ def test_benchmark_quick_smoke(tmp_path):
     out = tmp_path / 'bench.json'
     extra = ['bf16'] + (['fp16'] if torch.float16 in CPU_AUTOCAST_DTYPES else [])
     result = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/benchmark.py'), '--quick', '--out', str(out),
-                              '--precisions', *extra], tmp_path)
+                              '--precisions', *extra, '--repeats', '1'], tmp_path)  # a smoke run: one timing each
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
     report = json.load(open(out))
