@@ -21,6 +21,7 @@ import time
 from typing import Dict, Iterator
 
 from convmlp_mm.engine.hooks import slurm_job_fields
+from tool_runner import free_port
 
 PACKAGES = ['slurmctld', 'slurmd', 'slurm-client', 'munge']
 
@@ -42,12 +43,6 @@ def install() -> None:
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode:
             raise RuntimeError(f'{" ".join(command)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def node_memory_mb() -> int:

@@ -258,8 +258,10 @@ def cluster(tmp_path_factory):
 
 
 def slurm_env(cluster, **extra):
+    """The clients' environment; each job's rendezvous on a port free now (the launcher's default,
+    20000 + job id, is tested above; tests running beside the cluster must not collide with it)."""
     return dict(clean_env(GPUS='2', GPUS_PER_NODE='2', CPUS_PER_TASK='1', GRES='none', **extra),
-                SLURM_CONF=cluster['SLURM_CONF'])
+                SLURM_CONF=cluster['SLURM_CONF'], MASTER_PORT=str(tool_runner.free_port()))
 
 
 SLURM_OPTIONS = ['--cfg-options', *OPTIONS, 'train_dataloader.num_workers=1', 'default_hooks.checkpoint.interval=3']

@@ -6,7 +6,7 @@ A zygote process imports the modules every run of our tools imports (``PRELOAD``
 else, and forks one child per run. The child detaches stdin, points stdout and stderr at files,
 sets argv, ``sys.path[0]``, the working directory and the environment, runs the script as
 ``__main__`` and ends as an interpreter ends (``SystemExit``'s code, 1 and a traceback for an
-exception, atexit handlers run). What a fork cannot give is left to real subprocesses: tests
+exception, atexit handlers run, streams flushed). What a fork cannot give is left to real subprocesses: tests
 that signal a process group, launchers (``dist_train.sh``, Slurm, torchrun) and the tests of what
 importing does (tests/test_plugin.py).
 
@@ -33,6 +33,7 @@ READ_AT_START = ('PYTHONPATH', 'PYTHONHASHSEED', 'PYTHONWARNINGS', 'PYTHONSAFEPA
 
 
 def _serve(reply_fd: int) -> None:  # pragma: no cover (runs in the zygote)
+    import atexit
     import importlib
     import runpy
     import traceback
@@ -75,7 +76,16 @@ def _serve(reply_fd: int) -> None:  # pragma: no cover (runs in the zygote)
         except BaseException:  # what the interpreter prints for an uncaught exception
             traceback.print_exc()
             code = 1
-        sys.exit(code)
+        if code is not None and not isinstance(code, int):  # sys.exit('message')
+            print(code, file=sys.stderr)
+            code = 1
+        # the interpreter's own exit: atexit handlers (logging's flush among them), the streams;
+        # not the C libraries' exit handlers, which may wait for threads of the zygote that a fork
+        # does not copy (onnxruntime's thread pool hangs there)
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
 
 
 class ToolRunner:
