@@ -58,6 +58,11 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+def pytest_collection_finish(session):
+    if any(item.get_closest_marker('slow') for item in session.items):
+        tool_runner.start()  # the zygote imports the stack while the first tests run
+
+
 def pytest_sessionfinish(session, exitstatus):
     tool_runner.close()
     if hasattr(session.config, 'workeroutput'):  # an xdist worker: the controller prints the list

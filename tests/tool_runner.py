@@ -101,7 +101,7 @@ class ToolRunner:
                                       pass_fds=(write, ))
         os.close(write)
         self._replies = os.fdopen(read, 'r', buffering=1)
-        assert self._readline(600) == 'ready', 'the tool zygote did not start'
+        self._ready = False  # the zygote imports while the caller goes on; run() waits for it
 
     def _readline(self, timeout: float) -> Optional[str]:
         ready, _, _ = select.select([self._replies], [], [], timeout)
@@ -115,6 +115,9 @@ class ToolRunner:
         assert command[0] == sys.executable, command
         target, args = (f'-m {command[2]}', command[3:]) if command[1] == '-m' else (command[1], command[2:])
         with self._lock, tempfile.TemporaryDirectory() as streams:
+            if not self._ready:
+                assert self._readline(600) == 'ready', 'the tool zygote did not start'
+                self._ready = True
             request = dict(target=target, args=args, cwd=str(cwd), env=dict(os.environ if env is None else env),
                            stdout=os.path.join(streams, 'out'), stderr=os.path.join(streams, 'err'))
             self._proc.stdin.write(json.dumps(request) + '\n')
@@ -144,13 +147,18 @@ def free_port() -> int:
 _runner: Optional[ToolRunner] = None
 
 
+def start() -> None:
+    """Starts this process's zygote now, so that it imports while other work goes on."""
+    global _runner
+    if _runner is None:
+        _runner = ToolRunner()
+
+
 def run(command: Sequence, cwd, env: Optional[Dict[str, str]] = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """``subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)``;
     a Python script or module runs in a child of this process's zygote (started at the first call)."""
-    global _runner
     command = [str(c) for c in command]
-    if _runner is None:
-        _runner = ToolRunner()
+    start()
     if (command[0] != sys.executable or not (command[1] == '-m' or command[1].endswith('.py'))
             or any((env or os.environ).get(name) != value for name, value in _runner.started_with.items())):
         return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
