@@ -88,26 +88,37 @@ def test_mim_train_and_test_run_our_tools(installed, tmp_path):
     assert 'accuracy/top1' in out
 
 
+# config -> the published file it downloads (the official repository's names)
+DOWNLOADS = {'convmlp-s_published_in1k': 'convmlp_s_imagenet.pth',
+             **{f'retinanet_convmlp-{a}_fpn_1x_coco': f'detection/retinanet_convmlp_{a}_coco.pth' for a in 'sml'},
+             **{f'mask-rcnn_convmlp-{a}_fpn_1x_coco': f'detection/maskrcnn_convmlp_{a}_coco.pth' for a in 'sml'},
+             **{f'fpn_convmlp-{a}_8xb2-40k_ade20k-512x512': f'segmentation/sem_fpn_convmlp_{a}_ade20k.pth'
+                for a in 'sml'}}
+
+
 def test_mim_download_fetches_weights_and_config(installed, tmp_path):
+    """The ImageNet and the nine detection and segmentation files, from a loopback server standing
+    in for shi-labs.com (the installed metafiles point there for the test's duration)."""
     served = tmp_path / 'served'
-    served.mkdir()
-    weights = {'w': torch.arange(6.)}
-    torch.save(weights, served / 'convmlp_s_imagenet.pth')
+    for index, name in enumerate(DOWNLOADS.values()):
+        (served / name).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({'w': torch.arange(6.) + index}, served / name)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    metafiles = sorted((installed / 'convmlp_mm' / '.mim' / 'configs').glob('*/metafile.yml'))
     try:
-        metafile = installed / 'convmlp_mm' / '.mim' / 'configs' / 'classification' / 'metafile.yml'
-        text = metafile.read_text()
-        assert PUBLISHED + 'convmlp_s_imagenet.pth' in text
-        metafile.write_text(text.replace(PUBLISHED, f'http://127.0.0.1:{server.server_address[1]}/'))
+        for metafile in metafiles:
+            metafile.write_text(metafile.read_text().replace(PUBLISHED, f'http://127.0.0.1:{server.server_address[1]}/'))
         dest = tmp_path / 'dest'
-        mim('download', 'convmlp_mm', '--config', 'convmlp-s_published_in1k', '--dest', str(dest), site=installed,
-            cwd=tmp_path)
+        mim('download', 'convmlp_mm', '--dest', str(dest), '--config', *DOWNLOADS, site=installed, cwd=tmp_path)
     finally:
         server.shutdown()
         thread.join()
-        shutil.copyfile(osp.join(ROOT, 'configs/classification/metafile.yml'), metafile)
-    assert torch.equal(torch.load(dest / 'convmlp_s_imagenet.pth', weights_only=True)['w'], weights['w'])
-    assert (dest / 'convmlp-s_published_in1k.py').is_file()
+        for metafile in metafiles:
+            shutil.copyfile(osp.join(ROOT, 'configs', metafile.parent.name, 'metafile.yml'), metafile)
+    for index, (config, name) in enumerate(DOWNLOADS.items()):
+        downloaded = torch.load(dest / osp.basename(name), weights_only=True)['w']
+        assert torch.equal(downloaded, torch.arange(6.) + index), name
+        assert (dest / f'{config}.py').is_file()

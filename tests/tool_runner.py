@@ -133,6 +133,8 @@ class ToolRunner:
 
     def close(self) -> None:
         self._proc.stdin.close()
+        if not self._ready:  # never used: no need to wait for its imports
+            self._proc.kill()
         self._proc.wait(60)
 
 
