@@ -1,4 +1,5 @@
-"""The documentation's shape: a short README that links every page of docs/, and the license."""
+"""The documentation: a short README that links every page of docs/, the license, model-zoo tables
+that are the metafiles, a tools page that names every tool, and every code block run or checked."""
 import glob
 import importlib
 import os
