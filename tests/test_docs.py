@@ -1,11 +1,12 @@
 """The documentation: a short README that links every page of docs/, the license, model-zoo tables
 that are the metafiles, a tools page that names every tool, and every code block run or checked."""
+import functools
 import glob
 import importlib
-import os
 import os.path as osp
 import re
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -77,15 +78,26 @@ def code_blocks():
             yield pytest.param(page, match.group(2), match.group(1) or '', match.group(3), id=f'{page}:{line}')
 
 
-def hub_cache_with_published_files(folder):
+@pytest.fixture(scope='module')
+def torch_home(tmp_path_factory):
+    """A TORCH_HOME whose hub cache holds the published ImageNet files (published layout, random
+    weights), which the pages' timm lines load."""
     from published_convmlp import randomised
-    checkpoints = osp.join(folder, 'hub', 'checkpoints')
-    os.makedirs(checkpoints, exist_ok=True)
+    home = tmp_path_factory.mktemp('torch_home')
+    (home / 'hub' / 'checkpoints').mkdir(parents=True)
     for arch in 'sml':
-        torch.save(randomised(arch).state_dict(), osp.join(checkpoints, f'convmlp_{arch}_imagenet.pth'))
+        torch.save(randomised(arch).state_dict(), home / 'hub' / 'checkpoints' / f'convmlp_{arch}_imagenet.pth')
+    return home
 
 
-def check_command(line: str, helped: dict) -> None:
+@functools.lru_cache(maxsize=None)
+def tool_help(tool: str) -> subprocess.CompletedProcess:
+    """``TOOL --help``, run once per tool however many pages name it."""
+    command = [sys.executable, osp.join(ROOT, tool), '--help'] if tool.endswith('.py') else [osp.join(ROOT, tool), '--help']
+    return tool_runner.run(command, ROOT, timeout=300)
+
+
+def check_command(line: str) -> None:
     """A shell command of the docs: its tool exists and prints its usage; its paths exist."""
     words = [w for w in shlex.split(line, comments=True) if '=' not in w or w.startswith('-')]
     if not words or words[0] in ('pip', 'tar', 'sed', 'cd', 'git', 'srun', 'sbatch'):
@@ -100,11 +112,7 @@ def check_command(line: str, helped: dict) -> None:
         return
     tool = words[1] if words[0] == 'python' else words[0]
     assert tool.startswith('tools/') and osp.isfile(osp.join(ROOT, tool)), f'{line}: {tool} is not a tool of ours'
-    if tool not in helped:
-        command = [sys.executable, osp.join(ROOT, tool), '--help'] if tool.endswith('.py') else \
-            [osp.join(ROOT, tool), '--help']
-        helped[tool] = tool_runner.run(command, ROOT, timeout=300)
-    result = helped[tool]
+    result = tool_help(tool)
     assert result.returncode == 0 and result.stdout.strip(), f'{tool} --help: {result.stderr[-2000:]}'
     synopsis = osp.basename(tool)
     assert 'usage:' in result.stdout or synopsis in result.stdout.splitlines()[0], result.stdout[:500]
@@ -116,22 +124,21 @@ def check_command(line: str, helped: dict) -> None:
 @pytest.mark.slow  # runs the tools' --help and builds models
 @pytest.mark.stack_independent('the documentation is the same on both stacks; what its code runs is tested on both')
 @pytest.mark.parametrize('page, language, marker, code', list(code_blocks()))
-def test_code_blocks_run_or_are_checked(page, language, marker, code, tmp_path, monkeypatch):
+def test_code_blocks_run_or_are_checked(page, language, marker, code, torch_home, tmp_path, monkeypatch):
     if language == 'bash':
         assert marker in CHECKED, f'{page}: a bash block needs `<!-- doc-test: {"|".join(CHECKED)} -->` above it'
-        helped = {}
         for line in code.replace('\\\n', ' ').splitlines():
-            check_command(line.strip(), helped)
+            check_command(line.strip())
         return
     assert language == 'python', f'{page}: no doc test for {language} blocks'
-    compiled = compile(code.replace('/path/to/convmlp_mm', ROOT), page, 'exec')
+    text = code.replace('/path/to/convmlp_mm', ROOT)
+    compiled = compile(text, page, 'exec')
     if marker in CHECKED:
         return
     if marker.split(' ')[0] == 'config':
         from mmengine.config import Config
         from mmengine.registry import DefaultScope
         base = marker[len('config '):]
-        text = code.replace('/path/to/convmlp_mm', ROOT)
         cfg = Config.fromstring(f'_base_ = {base!r}\n' + text if base else text, '.py')
         scope = cfg.default_scope
         registry = importlib.import_module(f'{scope}.registry').MODELS
@@ -142,8 +149,7 @@ def test_code_blocks_run_or_are_checked(page, language, marker, code, tmp_path, 
             assert type(model.backbone).__name__ in ('ConvMLP', 'PureMLP')
         return
     assert not marker, f'{page}: unknown doc-test marker {marker!r}'
-    hub_cache_with_published_files(str(tmp_path))
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
     import convmlp_mm
     namespace = dict(convmlp_mm=convmlp_mm, ConvMLP=convmlp_mm.ConvMLP, PureMLP=convmlp_mm.PureMLP,
                      timm=importlib.import_module('timm'), torch=torch)

@@ -6,6 +6,7 @@ official ``DetConvMLP`` backbone: 180 ConvMLP-S and 303 ConvMLP-L tensors), an m
 0.x ``meta`` (``CLASSES``, ``PALETTE``, the config as text, versions, ``hook_msgs``) and an
 optimizer state. The weights are random; what is checked is that they are read, fit exactly and
 predict."""
+import json
 import os.path as osp
 import sys
 
@@ -58,7 +59,7 @@ def published_layout(config: str, path) -> int:
         versions = dict(mmseg_version='0.17.0', mmcv_version='1.3.9')
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model)
-    state = {k: v for k, v in model.state_dict().items()}
+    state = model.state_dict()
     meta = dict(versions, env_info='sys.platform: linux\nPython: 3.8.10', seed=0, exp_name=osp.basename(config),
                 config=cfg.pretty_text, CLASSES=tuple(Dataset.METAINFO['classes']), epoch=12, iter=87960,
                 hook_msgs=dict(last_ckpt=f'work_dirs/{osp.basename(config)[:-3]}/latest.pth'),
@@ -79,7 +80,6 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp('published')
     generate(str(root / 'shapes'), num_train=1, num_val=2, size=(64, 80), seed=3)
     from mmdet.datasets import CocoDataset
-    import json
     coco = json.load(open(root / 'shapes/coco/annotations/instances_val.json'))
     coco['categories'] = [dict(id=i + 1, name=n) for i, n in enumerate(CocoDataset.METAINFO['classes'])]
     json.dump(coco, open(root / 'coco_val.json', 'w'))

@@ -6,9 +6,9 @@ A zygote process imports the modules every run of our tools imports (``PRELOAD``
 else, and forks one child per run. The child detaches stdin, points stdout and stderr at files,
 sets argv, ``sys.path[0]``, the working directory and the environment, runs the script as
 ``__main__`` and ends as an interpreter ends (``SystemExit``'s code, 1 and a traceback for an
-exception, atexit handlers run, streams flushed). What a fork cannot give is left to real subprocesses: tests
-that signal a process group, launchers (``dist_train.sh``, Slurm, torchrun) and the tests of what
-importing does (tests/test_plugin.py).
+exception, atexit handlers run, streams flushed). What a fork cannot give is left to real
+subprocesses: tests that signal a process group, launchers (``dist_train.sh``, Slurm, torchrun)
+and the tests of what importing does (tests/test_plugin.py).
 
 Measured on 2 cores: a tool start costs about 0.1 s here instead of 6-10 s of imports.
 """
