@@ -58,6 +58,16 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    group = item.get_closest_marker('xdist_group')
+    if group and getattr(item.config.option, 'loadgroup', False) and not item.nodeid.endswith('@' + group.args[0]):
+        pytest.fail(f'pytest-xdist did not put this test in its xdist_group {group.args[0]!r}, so the group\'s '
+                    f'fixtures would be built once per worker: pytest {pytest.__version__} keeps node ids where '
+                    'pytest-xdist cannot add the group (xdist issue #1386); use the versions of constraints.txt',
+                    pytrace=False)
+
+
 def pytest_collection_finish(session):
     if any(item.get_closest_marker('slow') for item in session.items):
         tool_runner.start()  # the zygote imports the stack while the first tests run

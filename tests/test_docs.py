@@ -106,6 +106,8 @@ def check_command(line: str) -> None:
         targets = re.findall(r'^([\w-]+):', read('Makefile'), re.M)
         assert set(words[1:]) <= set(targets), f'{line}: not a make target of ours ({", ".join(targets)})'
         return
+    if words[:3] == ['python', '-m', 'mim']:
+        words = words[2:]
     if words[0] == 'mim':
         if words[1] in ('train', 'test'):
             assert glob.glob(osp.join(ROOT, 'configs', '*', words[3])), f'{line}: no config {words[3]}'

@@ -1,7 +1,7 @@
 """mim finds our model zoo, configs and tools: `mim search`, `mim train`, `mim test` and `mim
 download` on an installed copy of the package (a wheel installed into a temporary target, as
-`pip install .` would), the download against a loopback HTTP server; and `python -m mim search`
-from the repository with the editable install."""
+`pip install .` would), the download against a loopback HTTP server; and `mim search` and `mim train` on the editable
+install of tools/setup_env.sh, from the repository and from another directory."""
 import functools
 import http.server
 import os
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.slow,  # mim and our tools in subprocesses
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PUBLISHED = 'https://shi-labs.com/projects/convmlp/checkpoints/'
+MIM = osp.join(osp.dirname(sys.executable), 'mim')  # the environment's mim command
 
 
 @pytest.fixture(scope='module')
@@ -36,13 +37,22 @@ def installed(tmp_path_factory):
     return target
 
 
-def mim(*args, site=None, cwd=None, timeout=900):
+def mim(*args, site=None, cwd=None, timeout=900, command=(sys.executable, '-m', 'mim')):
+    """mim as ``python -m mim``, or as the environment's ``mim`` command with ``command=MIM``."""
     env = dict(os.environ)
     if site is not None:
         env['PYTHONPATH'] = str(site)  # the installed copy, ahead of the editable one
-    result = tool_runner.run([sys.executable, '-m', 'mim', *args], cwd, env, timeout)
+    result = tool_runner.run([*command, *args], cwd, env, timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def tiny_training(tmp_path) -> list:
+    """--cfg-options for one epoch of the classification quickstart on 8 generated images."""
+    data = generate_classification(str(tmp_path / 'shapes_cls'), 8, 4)
+    return ['--cfg-options', *[f'{s}_dataloader.dataset.data_root={data}' for s in ('train', 'val', 'test')],
+            'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+            *[f'{s}_dataloader.num_workers=0' for s in ('train', 'val', 'test')]]
 
 
 def zoo_names():
@@ -68,17 +78,26 @@ def test_mim_search_lists_the_zoo(installed, tmp_path):
     assert listed == set(zoo_names())
 
 
-def test_mim_search_works_from_the_repository_with_the_editable_install():
-    out = mim('search', 'convmlp_mm', cwd=ROOT)
-    assert 'config id: retinanet_convmlp-s_fpn_1x_coco' in out
+@pytest.mark.parametrize('where', ['repository', 'elsewhere'])
+@pytest.mark.parametrize('command', ['mim', 'python -m mim'])
+def test_mim_finds_the_editable_install(command, where, tmp_path):
+    """tools/setup_env.sh's editable install (setuptools' develop: the repository linked)."""
+    out = mim('search', 'convmlp_mm', cwd=ROOT if where == 'repository' else tmp_path,
+              command=[MIM] if command == 'mim' else [sys.executable, '-m', 'mim'])
+    listed = {line.split(':', 1)[1].strip() for line in out.splitlines() if line.startswith('config id:')}
+    assert listed == set(zoo_names())
+
+
+def test_mim_train_runs_the_editable_install_from_another_directory(tmp_path):
+    work = tmp_path / 'work'
+    mim('train', 'convmlp_mm', 'convmlp-s_shapes-cls.py', '--work-dir', str(work), *tiny_training(tmp_path),
+        cwd=tmp_path, command=[MIM])
+    assert (work / 'epoch_1.pth').is_file()
 
 
 @pytest.mark.stack_independent('mim resolves and starts our tools; what they run is tested on both stacks')
 def test_mim_train_and_test_run_our_tools(installed, tmp_path):
-    data = generate_classification(str(tmp_path / 'shapes_cls'), 8, 4)
-    options = ['--cfg-options', *[f'{s}_dataloader.dataset.data_root={data}' for s in ('train', 'val', 'test')],
-               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-               *[f'{s}_dataloader.num_workers=0' for s in ('train', 'val', 'test')]]
+    options = tiny_training(tmp_path)
     work = tmp_path / 'work'
     mim('train', 'convmlp_mm', 'convmlp-s_shapes-cls.py', '--work-dir', str(work), *options, site=installed,
         cwd=tmp_path)

@@ -88,7 +88,7 @@ def test_compiled_backbone_matches():
 def test_benchmark_quick_smoke(tmp_path):
     """The CI form of tools/benchmark.py: every section, with the precisions of the GPU table
     (fp16 where CPU autocast has it) measured on the CPU."""
-    from convmlp_mm.compat import CPU_AUTOCAST_DTYPES
+    from convmlp_mm.compat import CPU_AUTOCAST_DTYPES, CPU_NATIVE_BF16
     out = tmp_path / 'bench.json'
     extra = ['bf16'] + (['fp16'] if torch.float16 in CPU_AUTOCAST_DTYPES else [])
     result = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/benchmark.py'), '--quick', '--out', str(out),
@@ -108,6 +108,8 @@ def test_benchmark_quick_smoke(tmp_path):
     assert ('inference', 'fp32, prepared') in precisions
     rows = [r for r in report['rows'] if 'of_peak' in r]
     assert rows and all(0 < r['of_peak'] for r in rows)
+    emulated = ('fp16',) if CPU_NATIVE_BF16 else ('fp16', 'bf16')  # not set against a peak
+    assert not [r for r in rows if r['precision'].startswith(emulated)]
     summary = report['summary']
     assert {'forward_over_published_128x192', 'train_step_over_published_128x128', 'bf16_weights_forward_over_fp32_128x128',
             'bf16_train_step_over_fp32_128x128', 'retinanet_convmlp-s_fpn_1x_coco onnxruntime over pytorch'} <= set(summary)

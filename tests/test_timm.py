@@ -2,7 +2,6 @@
 timm documents, mmpretrain's TIMMBackbone takes them, and every layer is a module call."""
 import os.path as osp
 import re
-import subprocess
 import sys
 
 import pytest
@@ -12,20 +11,21 @@ import torch
 import convmlp_mm  # noqa: F401  (registers the timm models)
 from convmlp_mm import ConvMLP, PureMLP
 
+import tool_runner
+
 TIMM_TESTS = osp.join(sys.prefix, 'share', f'timm-{timm.__version__}')
 MODELS = ['convmlp_s', 'convmlp_m', 'convmlp_l', 'pure_mlp_s', 'pure_mlp_m', 'pure_mlp_l']
 
 
-@pytest.mark.slow  # timm's own suite in a subprocess
+@pytest.mark.slow  # timm's own suite in a separate pytest run
 def test_timms_own_model_tests_pass():
     """timm's tests/test_models.py (from its sdist, fetched by tools/setup_env.sh) on our models,
     apart from the two that download the published weights (no network here)."""
     if not osp.isfile(osp.join(TIMM_TESTS, 'tests', 'test_models.py')):
         pytest.skip(f'{TIMM_TESTS}/tests is missing: tools/setup_env.sh fetches timm {timm.__version__}\'s sdist')
-    result = subprocess.run(
+    result = tool_runner.run(
         [sys.executable, '-m', 'pytest', '-p', 'convmlp_mm', '-p', 'no:cacheprovider', '-q', 'tests/test_models.py',
-         '-k', '(convmlp or pure_mlp) and not load_pretrained and not features_pretrained'],
-        cwd=TIMM_TESTS, capture_output=True, text=True, timeout=1200)
+         '-k', '(convmlp or pure_mlp) and not load_pretrained and not features_pretrained'], TIMM_TESTS, timeout=1200)
     summary = result.stdout.strip().splitlines()[-1]
     assert result.returncode == 0, result.stdout[-4000:]
     passed = int(re.search(r'(\d+) passed', summary).group(1))

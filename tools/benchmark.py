@@ -19,8 +19,8 @@ converted to bfloat16), and the same with fp16 on CUDA. Achieved GFLOP/s count c
 multiply-adds (x2; a training step as 3x the forward) against the measured matrix-product
 peak of the row's dtype (fp32, bf16, fp16). On a CPU without native bfloat16 (oneDNN needs
 AVX512-BF16 or AMX; :data:`convmlp_mm.compat.CPU_NATIVE_BF16`) bfloat16 runs in reference
-loops, so there the bf16 rows are measured for ConvMLP-S at 512x512 only, to show the cost, and
-have no share of a peak.
+loops, so there the bf16 rows are measured for ConvMLP-S at 512x512 only, to show the cost; rows
+in such emulated precisions (bf16 there, fp16 on any CPU) have no share of a peak.
 
 Every number is the median of repeated timed runs after warm-up, each measurement in a fresh
 process (forked), so that peak memory is its own: ``torch.cuda.max_memory_allocated`` on CUDA,
@@ -193,10 +193,10 @@ def measure(make, shape, train=False, device='cpu', precision_name='fp32', repea
                     device=device)
 
 
-def _matmul_peak(device: str, dtype_name: str, queue) -> None:
+def _matmul_peak(device: str, dtype_name: str, largest: int, queue) -> None:
     dtype = DTYPES[dtype_name]
     best = 0.
-    for n in (512, 1024, 2048, 4096):  # up to 4096, or until one product takes a quarter of a second
+    for n in [n for n in (512, 1024, 2048, 4096) if n <= largest]:  # or until a product takes 0.25 s
         a, b = torch.rand(n, n, device=device).to(dtype), torch.rand(n, n, device=device).to(dtype)
         times = []
         for _ in range(5):
@@ -213,9 +213,10 @@ def _matmul_peak(device: str, dtype_name: str, queue) -> None:
     queue.put(best)
 
 
-def matmul_peak(device: str, dtype_name: str = 'fp32') -> float:
-    """GFLOP/s of the fastest of repeated square matrix products in ``dtype_name`` (up to 4096^3)."""
-    return in_child(_matmul_peak, device, dtype_name, device=device)
+def matmul_peak(device: str, dtype_name: str = 'fp32', largest: int = 4096) -> float:
+    """GFLOP/s of the fastest of repeated square matrix products in ``dtype_name`` (up to
+    ``largest``^3)."""
+    return in_child(_matmul_peak, device, dtype_name, largest, device=device)
 
 
 def _gmacs(name: str, shape, queue) -> None:
@@ -342,7 +343,7 @@ def main() -> None:
         settings=dict(quick=args.quick, precisions=['fp32'] + p['low'], repeats=repeats,
                       allocator='keep_freed_memory() in every measurement (as tools/train.py and tools/test.py '
                                 'run), except in the sections marked "default allocator"'))
-    peaks = {d: matmul_peak(device, d) for d in ['fp32'] + p['low']}
+    peaks = {d: matmul_peak(device, d, 1024 if args.quick else 4096) for d in ['fp32'] + p['low']}
     report['matmul_peak_gflops'] = peaks
     print('matmul peaks (GFLOP/s): ' + ', '.join(f'{d} {v:.1f}' for d, v in peaks.items()), flush=True)
     rows: List[dict] = []
@@ -355,9 +356,9 @@ def main() -> None:
             factor = 3 if 'train step' in section else 1  # backward ~ twice the forward
             row['gflops_per_s'] = 2 * macs * factor * shape[0] / result['seconds']
             dtype = precision_name.split()[0].rstrip(',')
-            if dtype == 'fp32' or device != 'cpu' or CPU_NATIVE_BF16:
-                # Emulated bfloat16 has no peak to compare with: its matrix products run in reference
-                # loops, while autocast keeps part of the model in float32.
+            if dtype == 'fp32' or device != 'cpu' or (dtype == 'bf16' and CPU_NATIVE_BF16):
+                # Emulated low precision on the CPU has no peak to compare with: its matrix products
+                # run in reference loops, while autocast keeps part of the model in float32.
                 row['of_peak'] = row['gflops_per_s'] / peaks[dtype]
         rows.append(row)
         print(f"{section:14s} {name:22s} {precision_name:24s} {row['input']:>9s} {row['seconds'] * 1e3:9.1f} ms "
