@@ -14,6 +14,7 @@ Measured on 2 cores: a tool start costs about 0.1 s here instead of 6-10 s of im
 """
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -139,11 +140,23 @@ class ToolRunner:
 
 
 def free_port() -> int:
-    """A TCP port that is free on this machine now, for a launcher's rendezvous (tests in parallel
-    processes must not share one)."""
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
+    """A TCP port for a launcher's rendezvous: free now, and below the kernel's ephemeral range, so
+    that no socket gets it before the launcher binds it (``bind(0)`` and outgoing connections, gloo's
+    between the ranks of a parallel test among them, take ports from that range). Drawn at random
+    from the system's entropy, so parallel test processes seeded alike draw different ports."""
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            first_ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768  # Linux's default
+    for port in random.SystemRandom().sample(range(10000, first_ephemeral), 100):
+        with socket.socket() as probe:
+            try:
+                probe.bind(('', port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f'no free TCP port between 10000 and {first_ephemeral} after 100 tries')
 
 
 _runner: Optional[ToolRunner] = None
