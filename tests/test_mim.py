@@ -1,7 +1,7 @@
 """mim finds our model zoo, configs and tools: `mim search`, `mim train`, `mim test` and `mim
 download` on an installed copy of the package (a wheel installed into a temporary target, as
-`pip install .` would), the download against a loopback HTTP server; and `mim search` and `mim train` on the editable
-install of tools/setup_env.sh, from the repository and from another directory."""
+`pip install .` would), the download against a loopback HTTP server; and `mim search` and `mim
+train` on the editable install of tools/setup_env.sh, from the repository and from elsewhere."""
 import functools
 import http.server
 import os

@@ -58,7 +58,8 @@ parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else
 parser.add_argument('--precisions', nargs='+', choices=sorted(DTYPES),
                     help='dtypes measured besides fp32 (default: bf16 on the CPU, fp16 and bf16 on CUDA)')
 parser.add_argument('--out', default='outputs/benchmark.json')
-parser.add_argument('--repeats', type=int, help='timed runs per measurement (default 5, quick 2)')
+parser.add_argument('--repeats', type=int,
+                    help='timed runs per measurement (default 5, quick 2), after two warm-up runs (one with --repeats 1)')
 parser.add_argument('--no-compile', action='store_true', help='skip the torch.compile row')
 SECTIONS = ('backbones', 'models', 'onnx', 'ddp', 'scaling')
 parser.add_argument('--sections', nargs='+', choices=SECTIONS, default=list(SECTIONS),
@@ -122,17 +123,18 @@ def _rss_kib(field: str) -> int:
 
 
 def median_seconds(step: Callable[[], object], repeats: int, cuda: bool = False) -> float:
-    """Median wall time of ``step()`` over ``repeats`` runs after two warm-up runs (synchronising
-    CUDA around each run when ``cuda``)."""
+    """Median wall time of ``step()`` over ``repeats`` runs after two warm-up runs, one when
+    ``repeats`` is 1 (a smoke run), synchronising CUDA around each run when ``cuda``."""
+    warmups = min(2, repeats)
     times = []
-    for i in range(repeats + 2):
+    for i in range(warmups + repeats):
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
         step()
         if cuda:
             torch.cuda.synchronize()
-        if i >= 2:
+        if i >= warmups:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
