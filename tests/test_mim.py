@@ -79,11 +79,10 @@ def test_mim_search_lists_the_zoo(installed, tmp_path):
 
 
 @pytest.mark.parametrize('where', ['repository', 'elsewhere'])
-@pytest.mark.parametrize('command', ['mim', 'python -m mim'])
+@pytest.mark.parametrize('command', [[MIM], [sys.executable, '-m', 'mim']], ids=['mim', 'python -m mim'])
 def test_mim_finds_the_editable_install(command, where, tmp_path):
     """tools/setup_env.sh's editable install (setuptools' develop: the repository linked)."""
-    out = mim('search', 'convmlp_mm', cwd=ROOT if where == 'repository' else tmp_path,
-              command=[MIM] if command == 'mim' else [sys.executable, '-m', 'mim'])
+    out = mim('search', 'convmlp_mm', cwd=ROOT if where == 'repository' else tmp_path, command=command)
     listed = {line.split(':', 1)[1].strip() for line in out.splitlines() if line.startswith('config id:')}
     assert listed == set(zoo_names())
 

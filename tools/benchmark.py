@@ -313,7 +313,8 @@ def plan(quick: bool, device: str, extra: List[str]) -> Dict[str, object]:
                     config_precisions=inference, config_sizes={'mmdet': (128, 192), 'mmseg': (128, 128)},
                     onnx=[None, 'retinanet/retinanet_convmlp-s_fpn_1x_coco.py',
                           'sem_fpn/fpn_convmlp-s_8xb2-40k_ade20k-512x512.py'],
-                    ddp_shape=(1, 3, 96, 96), megapixels=[(64, 96), (96, 128), (128, 192)], compile=False)
+                    ddp_shape=(1, 3, 96, 96), megapixels=[(64, 96), (96, 128), (128, 192)], compile=False,
+                    matmul_largest=1024)
     configs = [pattern.format(b) for pattern in ('retinanet/retinanet_{}_fpn_1x_coco.py',
                                                  'mask_rcnn/mask-rcnn_{}_fpn_1x_coco.py',
                                                  'sem_fpn/fpn_{}_8xb2-40k_ade20k-512x512.py')
@@ -327,7 +328,7 @@ def plan(quick: bool, device: str, extra: List[str]) -> Dict[str, object]:
                 config_sizes={'mmdet': (800, 1216), 'mmseg': (512, 512)},
                 onnx=[None, 'retinanet/retinanet_convmlp-s_fpn_1x_coco.py', 'sem_fpn/fpn_convmlp-s_8xb2-40k_ade20k-512x512.py'],
                 ddp_shape=(2, 3, 512, 512), megapixels=[(416, 608), (576, 864), (800, 1248), (1152, 1728)],
-                compile=True)
+                compile=True, matmul_largest=4096)
 
 
 def main() -> None:
@@ -345,7 +346,7 @@ def main() -> None:
         settings=dict(quick=args.quick, precisions=['fp32'] + p['low'], repeats=repeats,
                       allocator='keep_freed_memory() in every measurement (as tools/train.py and tools/test.py '
                                 'run), except in the sections marked "default allocator"'))
-    peaks = {d: matmul_peak(device, d, 1024 if args.quick else 4096) for d in ['fp32'] + p['low']}
+    peaks = {d: matmul_peak(device, d, p['matmul_largest']) for d in ['fp32'] + p['low']}
     report['matmul_peak_gflops'] = peaks
     print('matmul peaks (GFLOP/s): ' + ', '.join(f'{d} {v:.1f}' for d, v in peaks.items()), flush=True)
     rows: List[dict] = []
