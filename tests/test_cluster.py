@@ -66,6 +66,11 @@ def wait_for(predicate, timeout, what, proc=None):
         time.sleep(0.05)
 
 
+def logged(work_dir, pattern: str) -> bool:
+    """Whether the run's log (work_dir/<timestamp>/<timestamp>.log) has a line matching ``pattern``."""
+    return any(re.search(pattern, open(log).read()) for log in glob.glob(osp.join(work_dir, '*', '*.log')))
+
+
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     cwd = tmp_path_factory.mktemp('cluster')
@@ -143,16 +148,18 @@ def test_the_watchdog_leaves_a_run_that_raised_alone():
 
 # -------------------------------------------------------------------------- local preemption
 FPN = osp.join(ROOT, 'configs/quickstart/fpn_convmlp-s_shapes.py')
-# name: config, options, the checkpoint to wait for before the signal, the last checkpoint,
-# iterations of a pass over the data (an epoch)
+# name: config, options, the log line of the first iteration after the first checkpoint (the
+# signal is sent once it is written, so the run has left the checkpoint's own iteration), the last
+# checkpoint, iterations of a pass over the data (an epoch)
 RUNS = {
-    'classification-by-epoch': (CLS, [*OPTIONS, 'default_hooks.checkpoint.interval=1'], 'epoch_1.pth', 'epoch_3.pth', 8),
+    'classification-by-epoch': (CLS, [*OPTIONS, 'default_hooks.checkpoint.interval=1'], r'Epoch\(train\)\s+\[2\]\[\s*1/8\]',
+                                'epoch_3.pth', 8),
     'segmentation-by-iteration': (FPN, [
         'train_cfg.max_iters=12', 'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=4',
         'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
         'randomness.seed=3', 'randomness.deterministic=True', 'val_dataloader.num_workers=0',
         'val_dataloader.persistent_workers=False', 'test_dataloader.num_workers=0',
-        'test_dataloader.persistent_workers=False'], 'iter_4.pth', 'iter_12.pth', 4),
+        'test_dataloader.persistent_workers=False'], r'Iter\(train\)\s+\[\s*5/12\]', 'iter_12.pth', 4),
 }
 
 
@@ -168,7 +175,7 @@ def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data
     and exits with 128 + the signal; `--resume` skips the trained batches (in the middle of an
     epoch, or across passes over the data) and ends with the weights and optimizer state of an
     uninterrupted run (augmentations in data workers or in the main process; drop path on)."""
-    config, run_options, first, last, epoch = RUNS[run]
+    config, run_options, after_first, last, epoch = RUNS[run]
     options = ['--cfg-options', *run_options, f'train_dataloader.num_workers={workers}',
                'train_dataloader.persistent_workers=False']
     whole, parts = data / f'whole-{run}-{workers}', data / f'parts-{run}-{workers}'
@@ -179,7 +186,7 @@ def test_a_signal_saves_at_the_next_iteration_and_resume_ends_bit_identical(data
     proc = subprocess.Popen([sys.executable, TRAIN, config, '--work-dir', str(parts), *options], cwd=data, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: osp.exists(parts / first), 600, f'checkpoint {first}', proc)
+        wait_for(lambda: logged(parts, after_first), 600, f'log line {after_first!r}', proc)
         proc.send_signal(signum)
         out, _ = proc.communicate(timeout=300)
     finally:
