@@ -2,6 +2,7 @@
 names the file and the global; every checkpoint our stack writes loads without an opt-in."""
 import builtins
 import functools
+import gc
 import hashlib
 import http.server
 import os
@@ -21,8 +22,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 import convmlp_mm
 from convmlp_mm.mm import ConvMLP
-from convmlp_mm.engine.checkpoint import (LOADERS, CheckpointError, checkpoint_globals, load_checkpoint, load_safely,
-                                          safe_checkpoint_loading, trust_checkpoint)
+from convmlp_mm.engine.checkpoint import (LOADERS, CheckpointError, CheckpointNotFoundError, checkpoint_globals,
+                                          load_checkpoint, load_safely, safe_checkpoint_loading, trust_checkpoint)
 from published_convmlp import randomised
 
 import tool_runner
@@ -118,6 +119,24 @@ def test_runner_refuses_payloads(tmp_path, how):
     with pytest.raises(CheckpointError) as error:
         runner.train()
     assert_refused(str(error.value), path, 'system', marker)
+    # mmengine calls no hook after a run raised: the loaders stay the hook's until its after_run
+    assert CheckpointLoader._schemes[''] is LOADERS['']
+    runner.call_hook('after_run')
+    assert CheckpointLoader._schemes[''].__module__ == 'mmengine.runner.checkpoint'
+
+
+def test_a_failed_run_inside_the_context_leaves_mmengines_loaders(tmp_path):
+    """What a long-lived process does: the context restores the loaders the hook installed in
+    a run that raised."""
+    schemes, method = dict(CheckpointLoader._schemes), CheckpointLoader.__dict__['load_checkpoint']
+    runner = toy_runner(tmp_path / 'fails', max_iters=2, load_from=str(tmp_path / 'missing.pth'))
+    with pytest.raises(CheckpointNotFoundError):
+        with safe_checkpoint_loading():
+            runner.train()
+    assert CheckpointLoader._schemes == schemes and CheckpointLoader.__dict__['load_checkpoint'] is method
+    del runner
+    gc.collect()  # the hook's context, left open by the failed run, closes and changes nothing
+    assert CheckpointLoader._schemes == schemes and CheckpointLoader.__dict__['load_checkpoint'] is method
 
 
 def test_init_cfg_file_and_url_refuse_payloads(tmp_path, monkeypatch):
@@ -358,7 +377,9 @@ def test_every_mmengine_scheme_has_a_safe_loader_inside_the_context_only():
     before = dict(CheckpointLoader._schemes)
     method = CheckpointLoader.__dict__['load_checkpoint']
     assert set(before) == set(LOADERS)
-    assert all(loader.__module__ == 'mmengine.runner.checkpoint' for loader in before.values())
+    not_mmengines = {prefix: loader.__module__ for prefix, loader in before.items()
+                     if loader.__module__ != 'mmengine.runner.checkpoint'}
+    assert not not_mmengines, f'loaders left registered outside the context: {not_mmengines}'
 
     def foreign(filename, map_location=None):
         return {'foreign': filename}

@@ -20,7 +20,7 @@ multiply-adds (x2; a training step as 3x the forward) against the measured matri
 peak of the row's dtype (fp32, bf16, fp16). On a CPU without native bfloat16 (oneDNN needs
 AVX512-BF16 or AMX; :data:`convmlp_mm.compat.CPU_NATIVE_BF16`) bfloat16 runs in reference
 loops, so there the bf16 rows are measured for ConvMLP-S at 512x512 only, to show the cost; rows
-in such emulated precisions (bf16 there, fp16 on any CPU) have no share of a peak.
+in such emulated precisions (bf16 there, fp16 on any CPU) have no peak measured and no share of one.
 
 Every number is the median of repeated timed runs after warm-up, each measurement in a fresh
 process (forked), so that peak memory is its own: ``torch.cuda.max_memory_allocated`` on CUDA,
@@ -346,7 +346,10 @@ def main() -> None:
         settings=dict(quick=args.quick, precisions=['fp32'] + p['low'], repeats=repeats,
                       allocator='keep_freed_memory() in every measurement (as tools/train.py and tools/test.py '
                                 'run), except in the sections marked "default allocator"'))
-    peaks = {d: matmul_peak(device, d, p['matmul_largest']) for d in ['fp32'] + p['low']}
+    # Emulated low precision on the CPU has no peak to compare with: its matrix products run in
+    # reference loops, while autocast keeps part of the model in float32.
+    peaks = {d: matmul_peak(device, d, p['matmul_largest']) for d in ['fp32'] + p['low']
+             if d == 'fp32' or device != 'cpu' or (d == 'bf16' and CPU_NATIVE_BF16)}
     report['matmul_peak_gflops'] = peaks
     print('matmul peaks (GFLOP/s): ' + ', '.join(f'{d} {v:.1f}' for d, v in peaks.items()), flush=True)
     rows: List[dict] = []
@@ -359,9 +362,7 @@ def main() -> None:
             factor = 3 if 'train step' in section else 1  # backward ~ twice the forward
             row['gflops_per_s'] = 2 * macs * factor * shape[0] / result['seconds']
             dtype = precision_name.split()[0].rstrip(',')
-            if dtype == 'fp32' or device != 'cpu' or (dtype == 'bf16' and CPU_NATIVE_BF16):
-                # Emulated low precision on the CPU has no peak to compare with: its matrix products
-                # run in reference loops, while autocast keeps part of the model in float32.
+            if dtype in peaks:
                 row['of_peak'] = row['gflops_per_s'] / peaks[dtype]
         rows.append(row)
         print(f"{section:14s} {name:22s} {precision_name:24s} {row['input']:>9s} {row['seconds'] * 1e3:9.1f} ms "

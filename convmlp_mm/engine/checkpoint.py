@@ -410,6 +410,7 @@ def _checkpoint_loader_load(cls, filename: str, map_location=None, logger='curre
 
 
 _MMENGINE_SCHEMES = 'mmengine.runner.checkpoint'  # the module of mmengine's built-in loaders
+_OPEN_CONTEXTS: List[object] = []  # the safe_checkpoint_loading contexts now open, outermost first
 
 
 @contextmanager
@@ -427,6 +428,8 @@ def safe_checkpoint_loading(trusted: Optional[List[Union[str, dict]]] = None) ->
     schemes = dict(CheckpointLoader._schemes)
     own_method = CheckpointLoader.__dict__['load_checkpoint']
     trusted_before = dict(_TRUSTED)
+    token = object()
+    _OPEN_CONTEXTS.append(token)
     try:
         trust_checkpoints(trusted or [])
         for prefix, loader in LOADERS.items():
@@ -435,12 +438,16 @@ def safe_checkpoint_loading(trusted: Optional[List[Union[str, dict]]] = None) ->
         CheckpointLoader.load_checkpoint = classmethod(_checkpoint_loader_load)
         yield
     finally:
-        for prefix, loader in LOADERS.items():  # ours back to mmengine's; anything else stays
-            if CheckpointLoader._schemes.get(prefix) is loader and prefix in schemes:
-                CheckpointLoader._schemes[prefix] = schemes[prefix]
-        CheckpointLoader.load_checkpoint = own_method
-        _TRUSTED.clear()
-        _TRUSTED.update(trusted_before)
+        # Closing a context closes those opened inside it; a context already closed that way (a
+        # hook's, left open by a run that raised, closed when the hook is collected) restores nothing.
+        if token in _OPEN_CONTEXTS:
+            del _OPEN_CONTEXTS[_OPEN_CONTEXTS.index(token):]
+            for prefix, loader in LOADERS.items():  # ours back to mmengine's; anything else stays
+                if CheckpointLoader._schemes.get(prefix) is loader and prefix in schemes:
+                    CheckpointLoader._schemes[prefix] = schemes[prefix]
+            CheckpointLoader.load_checkpoint = own_method
+            _TRUSTED.clear()
+            _TRUSTED.update(trusted_before)
 
 
 @HOOKS.register_module()
@@ -450,6 +457,10 @@ class SafeCheckpointLoadHook(Hook):
     left in ``after_run``. One line in ``custom_hooks`` (``configs/_base_/convmlp_runtime.py``)::
 
         custom_hooks = [dict(type='SafeCheckpointLoadHook')]
+
+    mmengine calls no hook after a run raised, so a failed run leaves the loaders installed until
+    ``after_run`` is called or the process ends; a long-lived process (a notebook, a service)
+    runs ``runner.train()`` inside :func:`safe_checkpoint_loading`, which restores them either way.
 
     Args:
         trusted (list, optional): Checkpoints read with a full unpickler instead (paths, URLs
