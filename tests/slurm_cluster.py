@@ -7,9 +7,10 @@ is idle and yields the environment every client (``srun``, ``sbatch``, ``scancel
 ``scontrol``) needs (``SLURM_CONF``). On exit the daemons are stopped by pid. Nothing outside
 the directory is touched apart from the packages.
 
-The cluster has one node (this machine, ``hostname -s``) with all its CPUs in the partition
-``cpu``, no accounting, non-default ports, ``proctrack/linuxproc`` and ``task/none`` (so it runs
-in a container without cgroups).
+The cluster has one node (this machine, ``hostname -s``) in the partition ``cpu``, declared with
+twice the machine's CPUs (``config_overrides``), so that a mostly idle job (one waiting for its
+time limit) runs beside the others; no accounting, non-default ports, ``proctrack/linuxproc`` and
+``task/none`` (so it runs in a container without cgroups).
 """
 import contextlib
 import os
@@ -62,8 +63,8 @@ def write_config(root: str, host: str) -> str:
         'ProctrackType=proctrack/linuxproc', 'TaskPlugin=task/none', 'MpiDefault=none',
         'SchedulerType=sched/backfill', 'SelectType=select/cons_tres', 'SelectTypeParameters=CR_CPU',
         'JobAcctGatherType=jobacct_gather/none', 'AccountingStorageType=accounting_storage/none',
-        'ReturnToService=2', 'KillWait=30', 'MinJobAge=600', 'JobRequeue=1',
-        f'NodeName={host} CPUs={os.cpu_count()} RealMemory={min(node_memory_mb(), 4096)} State=UNKNOWN',
+        'ReturnToService=2', 'KillWait=30', 'MinJobAge=600', 'JobRequeue=1', 'SlurmdParameters=config_overrides',
+        f'NodeName={host} CPUs={2 * os.cpu_count()} RealMemory={min(node_memory_mb(), 4096)} State=UNKNOWN',
         f'PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP',
     ]
     path = osp.join(root, 'slurm.conf')

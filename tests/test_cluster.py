@@ -274,9 +274,43 @@ def slurm_env(cluster, **extra):
 SLURM_OPTIONS = ['--cfg-options', *OPTIONS, 'train_dataloader.num_workers=1', 'default_hooks.checkpoint.interval=3']
 
 
+PACED_HOOK = '''
+import time
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class PaceTraining(Hook):
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        time.sleep(1)  # a long run that leaves the CPUs to others
+'''
+
+
 @pytest.fixture(scope='module')
-def slurm_run(cluster, data):
-    """One uninterrupted 2-task training through tools/slurm_train.sh."""
+def time_limited_job(cluster, data):
+    """A 2-task training job with a one-minute limit, paced to an iteration a second; submitted
+    before the other Slurm jobs, so that its minute passes while they run (the cluster's node has
+    twice the machine's CPUs)."""
+    (data / 'paced_hook.py').write_text(PACED_HOOK)
+    config = data / 'paced.py'
+    config.write_text(f"_base_ = {CLS!r}\n"
+                      "custom_imports = dict(imports=['convmlp_mm', 'paced_hook'], allow_failed_imports=False)\n"
+                      "custom_hooks = [dict(type='SafeCheckpointLoadHook'), dict(type='RandomStateHook'),\n"
+                      "                dict(type='FiniteLossHook'), dict(type='PaceTraining')]\n")
+    options = ['--cfg-options', *OPTIONS, 'train_cfg.max_epochs=1000', 'train_cfg.val_interval=1000',
+               'default_hooks.checkpoint.interval=1000', 'train_dataloader.num_workers=0']
+    job, _, read_log, env = submit_training(cluster, data, 'limited', options, '--time=1', config=config,
+                                            PYTHONPATH=str(data))
+    yield job, read_log, env
+    subprocess.run(['scancel', job], env=env)
+
+
+@pytest.fixture(scope='module')
+def slurm_run(cluster, data, time_limited_job):
+    """One uninterrupted 2-task training through tools/slurm_train.sh (the time-limited job
+    submitted first)."""
     work = data / 'slurm_whole'
     proc = subprocess.run(['bash', osp.join(ROOT, 'tools/slurm_train.sh'), PARTITION, 'convmlp-train', CLS, str(work),
                            *SLURM_OPTIONS], cwd=data, env=slurm_env(cluster, SRUN_ARGS='--label'),
@@ -307,18 +341,19 @@ def test_slurm_test_two_cpu_tasks_report_metrics_once(slurm_run, cluster, data):
     assert out.count('metrics:') == 1 and re.search(r'accuracy/top1: \d', out), out[-2000:]
 
 
-def submit_training(cluster, data, name, options, sbatch_options=''):
+def submit_training(cluster, data, name, options, sbatch_options='', config=CLS, **env):
     """sbatch of a 2-task tools/slurm_train.sh job (requeueable, its output appended to one
-    file); returns the job id, its work dir, a reader of its output and the clients' environment."""
+    file) with ``env`` added to the clients' environment; returns the job id, its work dir, a
+    reader of its output and that environment."""
     work, log = data / f'slurm_{name}', data / f'slurm_{name}.out'
     script = data / f'{name}.sh'
     script.write_text(textwrap.dedent(f'''\
         #!/bin/bash
         #SBATCH --partition={PARTITION} --ntasks=2 --cpus-per-task=1 --requeue --open-mode=append {sbatch_options}
         #SBATCH --output={log}
-        exec bash {ROOT}/tools/slurm_train.sh {PARTITION} convmlp-{name} {CLS} {work} {' '.join(options)}
+        exec bash {ROOT}/tools/slurm_train.sh {PARTITION} convmlp-{name} {config} {work} {' '.join(options)}
         '''))
-    env = slurm_env(cluster)
+    env = slurm_env(cluster, **env)
     job = subprocess.run(['sbatch', '--parsable', f'--chdir={data}', str(script)], env=env, capture_output=True,
                          text=True, check=True).stdout.strip().split(';')[0]
     return job, work, lambda: open(log).read() if osp.exists(log) else '', env
@@ -356,26 +391,21 @@ def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm
 
 @pytest.mark.xdist_group('slurm')  # one cluster, one reference training
 @pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
-def test_slurm_time_limit_requeues_and_scancel_does_not(cluster, data):
+def test_slurm_time_limit_requeues_and_scancel_does_not(time_limited_job):
     """A job past its time limit (Slurm's SIGTERM, reason TimeLimit) saves and is requeued; the
     requeued job, cancelled with a plain `scancel` (SIGTERM too), saves and stays cancelled."""
-    options = ['--cfg-options', *OPTIONS, 'train_cfg.max_epochs=1000', 'train_cfg.val_interval=1000',
-               'default_hooks.checkpoint.interval=1000', 'train_dataloader.num_workers=0']
-    job, _, read_log, env = submit_training(cluster, data, 'limited', options, '--time=1')
-    try:
-        # the limit is one minute; Slurm enforces it within about half a minute more
-        start_requeued_job_now(env, job)
-        out = read_log().partition('Slurm requeued this job (1 times)')[0]
-        assert re.search(r'SIGTERM received; saving a checkpoint after iteration \d+', out), out[-3000:]
-        assert f'Slurm job {job} requeued' in out
-        after_requeue = lambda: read_log().partition('Slurm requeued this job (1 times)')[2]  # noqa: E731
-        wait_for(lambda: 'Epoch(train)' in after_requeue(), 300, 'training after the requeue')
-        subprocess.run(['scancel', job], env=env, check=True)
-        wait_for(lambda: job_state(env, job).get('JobState') not in ('RUNNING', 'COMPLETING'), 120, 'cancel')
-        state = job_state(env, job)
-        out = after_requeue()
-        assert (state['JobState'], state['Restarts']) == ('CANCELLED', '1'), out[-3000:]
-        assert re.search(r'SIGTERM received; saving a checkpoint after iteration \d+', out), out[-3000:]
-        assert f'Slurm job {job} is not requeued: SIGTERM before its time limit comes from scancel' in out
-    finally:
-        subprocess.run(['scancel', job], env=env)
+    job, read_log, env = time_limited_job
+    # submitted with the first Slurm test; the limit is one minute, enforced within half a minute more
+    start_requeued_job_now(env, job)
+    out = read_log().partition('Slurm requeued this job (1 times)')[0]
+    assert re.search(r'SIGTERM received; saving a checkpoint after iteration \d+', out), out[-3000:]
+    assert f'Slurm job {job} requeued' in out
+    after_requeue = lambda: read_log().partition('Slurm requeued this job (1 times)')[2]  # noqa: E731
+    wait_for(lambda: 'Epoch(train)' in after_requeue(), 300, 'training after the requeue')
+    subprocess.run(['scancel', job], env=env, check=True)
+    wait_for(lambda: job_state(env, job).get('JobState') not in ('RUNNING', 'COMPLETING'), 120, 'cancel')
+    state = job_state(env, job)
+    out = after_requeue()
+    assert (state['JobState'], state['Restarts']) == ('CANCELLED', '1'), out[-3000:]
+    assert re.search(r'SIGTERM received; saving a checkpoint after iteration \d+', out), out[-3000:]
+    assert f'Slurm job {job} is not requeued: SIGTERM before its time limit comes from scancel' in out
