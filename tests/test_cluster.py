@@ -235,7 +235,7 @@ def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
     start = time.monotonic()
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'tools/dist_train.sh'), str(config), '2', '--work-dir', str(data / 'stalled'),
-         '--stall-timeout', '20', '--cfg-options', *OPTIONS, 'train_dataloader.batch_size=1',
+         '--stall-timeout', '10', '--cfg-options', *OPTIONS, 'train_dataloader.batch_size=1',
          'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False'],
         cwd=data, env=env, capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - start
@@ -245,7 +245,7 @@ def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
     dumps = {rank: '\n'.join(line[len(f'[rank {rank}] '):] for line in out.splitlines()
                               if line.startswith(f'[rank {rank}] ')) for rank in (0, 1)}
     for rank, dump in dumps.items():
-        assert re.search(rf'^StallWatchdogHook: rank {rank} of 2 \(pid \d+\) made no progress for 20 s; last progress: '
+        assert re.search(rf'^StallWatchdogHook: rank {rank} of 2 \(pid \d+\) made no progress for 10 s; last progress: '
                          rf'.*^StallWatchdogHook: rank {rank} stops with exit code 124$', dump, re.S | re.M), out[-5000:]
     assert 'sleepy_hook.py' in dumps[1] and 'in after_train_iter' in dumps[1]
     assert 'sleepy_hook.py' not in dumps[0] and 'convmlp_mm/engine/hooks/' in dumps[0]  # waiting in a collective
