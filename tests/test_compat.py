@@ -11,7 +11,7 @@ import torch.nn as nn
 from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 import tool_runner
-from toy import ToyDataset, ToyModel
+from toy import ToyDataset, ToyModel, experiment_name
 
 import convmlp_mm  # noqa: F401  (registers the runtime parts)
 
@@ -19,7 +19,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def toy_runner(work_dir, max_iters, resume=False):
-    return Runner(model=ToyModel(), work_dir=str(work_dir), resume=resume,
+    return Runner(model=ToyModel(), experiment_name=experiment_name(), work_dir=str(work_dir), resume=resume,
                   train_dataloader=dict(dataset=ToyDataset(), sampler=dict(type='DefaultSampler', shuffle=True),
                                         batch_size=2, num_workers=0),
                   optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),

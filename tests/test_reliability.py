@@ -24,6 +24,7 @@ from convmlp_mm.data import generate
 from convmlp_mm.runtime import find_resume_checkpoint
 
 import tool_runner
+from toy import experiment_name
 
 pytestmark = pytest.mark.slow  # trainings and tools in subprocesses
 
@@ -271,7 +272,7 @@ def test_non_finite_loss_is_skipped_when_configured(tmp_path):
             return dict(loss=loss * float('nan') if self.calls == 2 else loss)
 
     dataset = [dict(inputs=torch.ones(2), data_samples=None)] * 4
-    runner = Runner(model=Toy(), work_dir=str(tmp_path), train_dataloader=dict(
+    runner = Runner(model=Toy(), experiment_name=experiment_name(), work_dir=str(tmp_path), train_dataloader=dict(
         dataset=dataset, sampler=dict(type='DefaultSampler', shuffle=False), batch_size=1,
         collate_fn=dict(type='pseudo_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)), train_cfg=dict(by_epoch=True, max_epochs=1),

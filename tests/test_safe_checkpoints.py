@@ -17,7 +17,7 @@ import torch
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
-from toy import ToyDataset, ToyModel
+from toy import ToyDataset, ToyModel, experiment_name
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import convmlp_mm
@@ -139,6 +139,20 @@ def test_a_failed_run_inside_the_context_leaves_mmengines_loaders(tmp_path):
     assert CheckpointLoader._schemes == schemes and CheckpointLoader.__dict__['load_checkpoint'] is method
 
 
+def test_a_context_collected_while_open_leaves_a_later_one_in_place():
+    """A failed run's hook leaves its context open; collected inside a later context, it does not
+    take that one's loaders away, and the later one's exit restores what the first one found."""
+    schemes, method = dict(CheckpointLoader._schemes), CheckpointLoader.__dict__['load_checkpoint']
+    stale = safe_checkpoint_loading()
+    stale.__enter__()
+    with safe_checkpoint_loading():
+        del stale
+        gc.collect()
+        assert all(CheckpointLoader._schemes[p] is LOADERS[p] for p in LOADERS)
+        assert CheckpointLoader.__dict__['load_checkpoint'] is not method
+    assert CheckpointLoader._schemes == schemes and CheckpointLoader.__dict__['load_checkpoint'] is method
+
+
 def test_init_cfg_file_and_url_refuse_payloads(tmp_path, monkeypatch):
     marker = tmp_path / 'marker'
     served = tmp_path / 'served'
@@ -253,7 +267,7 @@ def toy_runner(work_dir, max_iters, resume=False, load_from=None, amp=False, one
     loader = dict(dataset=ToyDataset(), sampler=dict(type='DefaultSampler', shuffle=True), batch_size=2, num_workers=0)
     scheduler = (dict(type='OneCycleLR', eta_max=0.01, total_steps=8, by_epoch=False) if one_cycle else
                  dict(type='MultiStepLR', milestones=[2], by_epoch=False))
-    return Runner(model=ToyModel(), work_dir=str(work_dir), resume=resume, load_from=load_from,
+    return Runner(model=ToyModel(), experiment_name=experiment_name(), work_dir=str(work_dir), resume=resume, load_from=load_from,
                   train_dataloader=loader, val_dataloader=loader, val_evaluator=[NumpyMetric()],
                   val_cfg=dict(), optim_wrapper=dict(type='CPUAmpOptimWrapper' if amp else 'OptimWrapper',
                                                      optimizer=dict(type='AdamW', lr=0.01)),

@@ -1,4 +1,6 @@
 """A two-parameter mmengine model and dataset for tests that run a real Runner, and other shared test helpers."""
+import itertools
+
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModel
@@ -37,3 +39,13 @@ def randomise_norms(model: nn.Module) -> nn.Module:
             elif name.endswith('weight') and tensor.dim() == 1:
                 tensor.normal_(1, 0.1)
     return model
+
+
+_runs = itertools.count()
+
+
+def experiment_name() -> str:
+    """A Runner ``experiment_name`` no other runner of this process has: mmengine keys its logger,
+    message hub and visualizer instances by that name (by default the second the runner was
+    built), so two runners built in the same second write into the first one's work dir."""
+    return f'toy-{next(_runs)}'

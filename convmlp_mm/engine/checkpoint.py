@@ -410,7 +410,28 @@ def _checkpoint_loader_load(cls, filename: str, map_location=None, logger='curre
 
 
 _MMENGINE_SCHEMES = 'mmengine.runner.checkpoint'  # the module of mmengine's built-in loaders
-_OPEN_CONTEXTS: List[object] = []  # the safe_checkpoint_loading contexts now open, outermost first
+# What each open safe_checkpoint_loading context restores when it closes (the state it found),
+# outermost first.
+_OPEN_CONTEXTS: List[dict] = []
+
+
+def _close_context(found: dict, inner_too: bool) -> None:
+    """Closes the open context that found ``found``: with ``inner_too``, it and those opened inside
+    it, restoring ``found``; otherwise it alone, and the next context restores ``found`` instead."""
+    index = next((i for i, entry in enumerate(_OPEN_CONTEXTS) if entry is found), None)
+    if index is None:  # closed with an enclosing context
+        return
+    if not inner_too and index < len(_OPEN_CONTEXTS) - 1:
+        del _OPEN_CONTEXTS[index]
+        _OPEN_CONTEXTS[index].update(found)
+        return
+    del _OPEN_CONTEXTS[index:]
+    for prefix, loader in LOADERS.items():  # ours back to what was there; anything else stays
+        if CheckpointLoader._schemes.get(prefix) is loader and prefix in found['schemes']:
+            CheckpointLoader._schemes[prefix] = found['schemes'][prefix]
+    CheckpointLoader.load_checkpoint = found['method']
+    _TRUSTED.clear()
+    _TRUSTED.update(found['trusted'])
 
 
 @contextmanager
@@ -419,35 +440,32 @@ def safe_checkpoint_loading(trusted: Optional[List[Union[str, dict]]] = None) ->
     ``init_cfg`` Pretrained of host models, mmengine's ``load_checkpoint``) goes through
     :func:`load_safely`. mmengine's own schemes are swapped for :data:`LOADERS` and its
     ``load_checkpoint`` for one whose errors name the file; schemes other packages registered are
-    left as they are. On exit everything is as it was, including schemes registered inside.
+    left as they are. On exit everything is as it was, including schemes registered inside, and
+    contexts opened inside and left open (a hook's, in a run that raised) are closed too. A context
+    left open and collected later closes alone: contexts opened since then stay as they are.
 
     Args:
         trusted (list, optional): ``trusted_checkpoints`` entries (see :func:`trust_checkpoints`),
             trusted for the duration only.
     """
-    schemes = dict(CheckpointLoader._schemes)
-    own_method = CheckpointLoader.__dict__['load_checkpoint']
-    trusted_before = dict(_TRUSTED)
-    token = object()
-    _OPEN_CONTEXTS.append(token)
+    found = dict(schemes=dict(CheckpointLoader._schemes), method=CheckpointLoader.__dict__['load_checkpoint'],
+                 trusted=dict(_TRUSTED))
+    _OPEN_CONTEXTS.append(found)
     try:
         trust_checkpoints(trusted or [])
         for prefix, loader in LOADERS.items():
-            if getattr(schemes.get(prefix), '__module__', None) == _MMENGINE_SCHEMES:
+            if getattr(found['schemes'].get(prefix), '__module__', None) == _MMENGINE_SCHEMES:
                 CheckpointLoader._schemes[prefix] = loader
         CheckpointLoader.load_checkpoint = classmethod(_checkpoint_loader_load)
         yield
-    finally:
-        # Closing a context closes those opened inside it; a context already closed that way (a
-        # hook's, left open by a run that raised, closed when the hook is collected) restores nothing.
-        if token in _OPEN_CONTEXTS:
-            del _OPEN_CONTEXTS[_OPEN_CONTEXTS.index(token):]
-            for prefix, loader in LOADERS.items():  # ours back to mmengine's; anything else stays
-                if CheckpointLoader._schemes.get(prefix) is loader and prefix in schemes:
-                    CheckpointLoader._schemes[prefix] = schemes[prefix]
-            CheckpointLoader.load_checkpoint = own_method
-            _TRUSTED.clear()
-            _TRUSTED.update(trusted_before)
+    except GeneratorExit:  # collected while open
+        _close_context(found, inner_too=False)
+        raise
+    except BaseException:
+        _close_context(found, inner_too=True)
+        raise
+    else:
+        _close_context(found, inner_too=True)
 
 
 @HOOKS.register_module()
