@@ -152,8 +152,8 @@ FPN = osp.join(ROOT, 'configs/quickstart/fpn_convmlp-s_shapes.py')
 # signal is sent once it is written, so the run has left the checkpoint's own iteration), the last
 # checkpoint, iterations of a pass over the data (an epoch)
 RUNS = {
-    'classification-by-epoch': (CLS, [*OPTIONS, 'default_hooks.checkpoint.interval=1'], r'Epoch\(train\)\s+\[2\]\[\s*1/8\]',
-                                'epoch_3.pth', 8),
+    'classification-by-epoch': (CLS, [*OPTIONS, 'default_hooks.checkpoint.interval=1'],
+                                r'Epoch\(train\)\s+\[2\]\[\s*1/8\]', 'epoch_3.pth', 8),
     'segmentation-by-iteration': (FPN, [
         'train_cfg.max_iters=12', 'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=4',
         'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
@@ -295,10 +295,10 @@ def time_limited_job(cluster, data):
     twice the machine's CPUs)."""
     (data / 'paced_hook.py').write_text(PACED_HOOK)
     config = data / 'paced.py'
+    hooks = [*Config.fromfile(CLS).custom_hooks, dict(type='PaceTraining')]
     config.write_text(f"_base_ = {CLS!r}\n"
                       "custom_imports = dict(imports=['convmlp_mm', 'paced_hook'], allow_failed_imports=False)\n"
-                      "custom_hooks = [dict(type='SafeCheckpointLoadHook'), dict(type='RandomStateHook'),\n"
-                      "                dict(type='FiniteLossHook'), dict(type='PaceTraining')]\n")
+                      f"custom_hooks = {hooks!r}\n")
     options = ['--cfg-options', *OPTIONS, 'train_cfg.max_epochs=1000', 'train_cfg.val_interval=1000',
                'default_hooks.checkpoint.interval=1000', 'train_dataloader.num_workers=0']
     job, _, read_log, env = submit_training(cluster, data, 'limited', options, '--time=1', config=config,

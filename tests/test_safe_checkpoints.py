@@ -267,7 +267,8 @@ def toy_runner(work_dir, max_iters, resume=False, load_from=None, amp=False, one
     loader = dict(dataset=ToyDataset(), sampler=dict(type='DefaultSampler', shuffle=True), batch_size=2, num_workers=0)
     scheduler = (dict(type='OneCycleLR', eta_max=0.01, total_steps=8, by_epoch=False) if one_cycle else
                  dict(type='MultiStepLR', milestones=[2], by_epoch=False))
-    return Runner(model=ToyModel(), experiment_name=experiment_name(), work_dir=str(work_dir), resume=resume, load_from=load_from,
+    return Runner(model=ToyModel(), experiment_name=experiment_name(), work_dir=str(work_dir), resume=resume,
+                  load_from=load_from,
                   train_dataloader=loader, val_dataloader=loader, val_evaluator=[NumpyMetric()],
                   val_cfg=dict(), optim_wrapper=dict(type='CPUAmpOptimWrapper' if amp else 'OptimWrapper',
                                                      optimizer=dict(type='AdamW', lr=0.01)),
