@@ -20,9 +20,12 @@ Supported range (docs/install.md): torch 2.1 to 2.14, numpy 1.26 and 2.x.
   check: AVX512-BF16 or AMX). Without them, bfloat16 convolutions and matrix products fall back
   to reference loops, about 10x slower than float32 (measured on an AVX2 CPU), so the tools warn
   before they run bfloat16 there.
+- :data:`HAS_MMCV` -- whether mmcv is installed (found, not imported): the registered backbones
+  build their norm layers through mmcv's registry, else with torch's layers.
 - :func:`onnx_export_kwargs` -- ``torch.onnx.export`` takes ``dynamo`` since torch 2.5 and
   defaults it to True since 2.9; we export with the TorchScript-based exporter on every torch.
 """
+import importlib.util
 import inspect
 import warnings
 from typing import Any, Dict, Optional
@@ -130,3 +133,7 @@ def emulated_bf16_warning() -> Optional[str]:
 def onnx_export_kwargs() -> dict:
     """Extra ``torch.onnx.export`` arguments that select the TorchScript-based exporter."""
     return dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+
+
+#: mmcv is installed (found without importing it).
+HAS_MMCV = importlib.util.find_spec('mmcv') is not None

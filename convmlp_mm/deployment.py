@@ -20,7 +20,6 @@ size with ``int()``, which tracing records as a constant (the graph would then r
 to the traced size's maps); :class:`ScaleUpsample` does the same interpolation by scale factor,
 which exports as a dynamic ``Resize``.
 """
-import importlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,12 +27,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
 from .engine.checkpoint import load_checkpoint
 from .compat import onnx_export_kwargs
 from .models.weights import load_state_dict_exactly, unwrap_state_dict
-from .runtime import check_scope
+from .mm import build_host_model
 
 #: The ONNX opset of our exports (LayerNormalization is an operator since opset 17).
 OPSET = 17
@@ -49,13 +47,11 @@ def build_model(config: str, checkpoint: Optional[str] = None) -> Tuple[nn.Modul
     strictly (weights-only); without, the model keeps its random initialisation: no
     ``init_cfg`` checkpoint is read (nothing is downloaded)."""
     cfg = Config.fromfile(config)
-    scope = check_scope(cfg, config)
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None
     if cfg.model.get('pretrained') is not None:  # mmseg's form of a backbone checkpoint
         cfg.model.pretrained = None
-    with DefaultScope.overwrite_default_scope(scope):
-        model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    model, scope = build_host_model(cfg, config)
     model.init_weights()
     if checkpoint:
         state = unwrap_state_dict(load_checkpoint(checkpoint, map_location='cpu'), checkpoint)

@@ -12,23 +12,27 @@ installed but fails to import raises its own error. Registering adds names and r
 import copy
 import importlib
 import importlib.util
+import warnings
 from typing import List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
+from mmengine.config import Config
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import Registry
+from mmengine.registry import DefaultScope, Registry
 
 from . import models
+from .compat import HAS_MMCV
 from .engine.checkpoint import load_checkpoint
 from .models.classifier import pool_tokens
-from .models.layers import LayerNorm
+from .models.layers import LayerNorm, torch_norm
 
 #: Our scope's model registry.
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='convmlp_mm', locations=['convmlp_mm.mm'])
 
-#: The host libraries whose registries receive our classes, when installed.
+#: The host libraries whose registries receive our classes, when installed; also the scopes
+#: (``default_scope``) a config of our tools can have.
 HOSTS = ('mmdet', 'mmseg', 'mmpretrain')
 
 
@@ -43,6 +47,31 @@ def host_registries(kind: str = 'MODELS') -> List[Registry]:
     return [getattr(importlib.import_module(f'{host}.registry'), kind) for host in installed_hosts()]
 
 
+def check_scope(cfg: Config, filename: str) -> str:
+    """The config's ``default_scope``, which decides which host builds it.
+
+    Raises:
+        ValueError: the config names no host of :data:`HOSTS`.
+    """
+    scope = cfg.get('default_scope')
+    if scope not in HOSTS:
+        raise ValueError(f'{filename}: default_scope={scope!r} is not one of {HOSTS}; '
+                         "inherit an mmdet::, mmseg:: or mmpretrain:: base config")
+    return scope
+
+
+def build_host_model(cfg: Config, filename: str) -> Tuple[nn.Module, str]:
+    """``(model, scope)``: ``cfg.model`` built by the ``MODELS`` registry of the config's host, in
+    its scope (as its Runner builds it), with no weights initialised or read.
+
+    Raises:
+        ValueError: the config names no host of :data:`HOSTS`.
+    """
+    scope = check_scope(cfg, filename)
+    with DefaultScope.overwrite_default_scope(scope):
+        return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model), scope
+
+
 def register_model(cls: Type) -> Type:
     """Class decorator: registers ``cls`` into our scope and every installed host library."""
     for registry in [MODELS] + host_registries():
@@ -50,28 +79,69 @@ def register_model(cls: Type) -> Type:
     return cls
 
 
-class _InitCfg:
-    """What ``BaseModule`` adds to a backbone of :mod:`convmlp_mm.models`: ``init_cfg``.
+def mm_norm(norm_cfg: dict, channels: int) -> nn.Module:
+    """A norm layer of ``channels`` from ``norm_cfg`` through mmcv's ``build_norm_layer`` (any norm
+    of its registry: BN, SyncBN, GN, IN, ...); torch's choices
+    (:func:`~convmlp_mm.models.layers.torch_norm`) where mmcv is not installed.
 
-    ``init_cfg``: ``dict(type='Pretrained', checkpoint=PATH_OR_URL, sha256=None)`` loads a
-    published classification checkpoint or an mm checkpoint of ours strictly, weights-only
+    Raises:
+        ValueError: a type neither knows, or arguments the layer does not take.
+    """
+    if not HAS_MMCV:
+        return torch_norm(norm_cfg, channels)
+    from mmcv.cnn import build_norm_layer
+    try:
+        return build_norm_layer(norm_cfg, channels)[1]
+    except (KeyError, TypeError, AssertionError) as error:
+        raise ValueError(f'norm_cfg={norm_cfg!r} is invalid: {error}') from error
+
+
+#: The keys of a ``Pretrained`` init_cfg: mmengine's and ``sha256``.
+PRETRAINED_KEYS = ('type', 'checkpoint', 'prefix', 'map_location', 'sha256')
+
+
+class _InitCfg:
+    """What ``BaseModule`` adds to a backbone of :mod:`convmlp_mm.models`: ``init_cfg``, and
+    ``pretrained`` as mm backbones take it.
+
+    ``init_cfg``: ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None, map_location='cpu',
+    sha256=None)`` loads a published classification checkpoint or an mm checkpoint of ours (or,
+    with ``prefix``, the keys under it) strictly, weights-only
     (:func:`convmlp_mm.engine.checkpoint.load_checkpoint`; ``sha256`` is checked before the file
     is unpickled); None applies the published random initialisation; any other mmengine init
-    config is mmengine's. Every other argument is the model's.
+    config is mmengine's. ``pretrained=PATH_OR_URL`` (what mmseg's segmentors hand their backbone
+    from ``model.pretrained``) is deprecated and means that ``init_cfg``. Norm layers are built
+    through mmcv (:func:`mm_norm`). Every other argument is the model's.
     """
     #: mmengine's BaseModule property, which TorchScript need not compile
     __jit_unused_properties__ = ['is_init']
+    build_norm = staticmethod(mm_norm)
 
-    def __init__(self, *args, init_cfg: Optional[dict] = None, **kwargs) -> None:
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained' and 'checkpoint' not in init_cfg:
-            raise ValueError(f"init_cfg={init_cfg!r} has type 'Pretrained' but no 'checkpoint'")
+    def __init__(self, *args, init_cfg: Optional[dict] = None, pretrained: Optional[str] = None, **kwargs) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError(f'pretrained={pretrained!r} and init_cfg={init_cfg!r} are both given: set one. '
+                                 "(mmseg's segmentors pass model.pretrained to the backbone: set "
+                                 'model.pretrained=None when the backbone has an init_cfg)')
+            if not isinstance(pretrained, str):
+                raise ValueError(f'pretrained={pretrained!r} is invalid: expected the path or URL of a checkpoint')
+            warnings.warn(f'{type(self).__name__}: pretrained is deprecated; use '
+                          f"init_cfg=dict(type='Pretrained', checkpoint={pretrained!r})", DeprecationWarning)
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            unknown = sorted(set(init_cfg) - set(PRETRAINED_KEYS))
+            if 'checkpoint' not in init_cfg or unknown:
+                raise ValueError(f"init_cfg={init_cfg!r} of type 'Pretrained' is invalid: "
+                                 + (f'unknown keys {unknown}; ' if unknown else "no 'checkpoint'; ")
+                                 + f'allowed are {list(PRETRAINED_KEYS)}')
         super().__init__(*args, **kwargs)  # the model's __init__, then BaseModule's (init_cfg None)
         self.init_cfg = copy.deepcopy(init_cfg)
 
     def init_weights(self) -> None:
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], cfg.get('sha256'), reader=load_checkpoint)
+            self.load_pretrained(cfg['checkpoint'], cfg.get('sha256'), reader=load_checkpoint,
+                                 prefix=cfg.get('prefix'), map_location=cfg.get('map_location', 'cpu'))
         elif cfg:
             BaseModule.init_weights(self)
             return

@@ -3,9 +3,10 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from convmlp_mm import ConvMLP, MLPClassifier, PureMLP
+from convmlp_mm import ConvMLP, MLPClassifier, PureMLP, models
 
 FAMILIES = [ConvMLP, PureMLP]
 ARCHS = ['s', 'm', 'l']
@@ -164,3 +165,50 @@ def test_published_drop_path_schedule():
     model = ConvMLP('m')
     rates = [getattr(b.drop_path, 'drop_prob', 0.) for b in model.stages[1].blocks]
     assert rates == pytest.approx([0.0, 0.02, 0.04, 0.06, 0.08, 0.1])
+
+
+#: The torch-only models (norm layers from torch; the registered ones build them through mmcv).
+TORCH_FAMILIES = [models.ConvMLP, models.PureMLP]
+
+
+@pytest.mark.parametrize('family', TORCH_FAMILIES)
+@pytest.mark.parametrize('norm_cfg, kind', [(dict(type='BN'), nn.BatchNorm2d), (dict(type='SyncBN'), nn.SyncBatchNorm),
+                                            (dict(type='GN', num_groups=8), nn.GroupNorm),
+                                            (dict(type='BN', requires_grad=False), nn.BatchNorm2d)])
+def test_norm_cfg_builds_the_conv_norms_with_the_published_keys(family, norm_cfg, kind):
+    model = family('s', norm_cfg=norm_cfg)
+    norms = [m for m in model.tokenizer.modules() if isinstance(m, (_BatchNorm, nn.GroupNorm))]
+    assert len(norms) == 3 and all(isinstance(m, kind) for m in norms)
+    keys = [k for k in model.state_dict() if 'running' not in k and 'num_batches' not in k]
+    assert keys == [k for k in family('s').state_dict() if 'running' not in k and 'num_batches' not in k]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    frozen_norms = norm_cfg.get('requires_grad') is False
+    assert ('tokenizer.block.1.weight' in trainable) != frozen_norms and 'stages.0.blocks.0.norm1.weight' in trainable
+    if family is models.ConvMLP:
+        assert isinstance(model.conv_stages.conv_blocks[0][1], kind)
+    model.train()
+    model(torch.rand(2, 3, 64, 64))  # SyncBN outside a process group computes as BatchNorm
+
+
+@pytest.mark.parametrize('norm_cfg, match', [(dict(type='XN'), "type 'XN' is not one of"),
+                                             (dict(type='GN'), 'invalid for GroupNorm'),
+                                             ('BN', "expected a dict with a 'type'")])
+def test_a_bad_norm_cfg_is_one_clear_error(norm_cfg, match):
+    with pytest.raises(ValueError, match=match):
+        models.ConvMLP('s', norm_cfg=norm_cfg)
+
+
+@pytest.mark.parametrize('family', TORCH_FAMILIES)
+def test_pretrained_and_prefix_load_the_backbone(family, tmp_path):
+    source = family('s').eval()
+    path = str(tmp_path / 'det.pth')
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in source.state_dict().items()}}, path)
+    loaded = family('s', pretrained=path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in source.state_dict().items())
+    other = family('s')
+    torch.save({'teacher.' + k: v for k, v in source.state_dict().items()}, str(tmp_path / 'distill.pth'))
+    other.load_pretrained(str(tmp_path / 'distill.pth'), prefix='teacher')
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in source.state_dict().items())
+    from convmlp_mm.models.weights import CheckpointError
+    with pytest.raises(CheckpointError, match=r"no key under prefix 'student\.': its keys start with teacher\."):
+        other.load_pretrained(str(tmp_path / 'distill.pth'), prefix='student.')

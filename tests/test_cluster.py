@@ -18,7 +18,7 @@ from mmengine.config import Config
 
 from convmlp_mm.data import generate, generate_classification
 from convmlp_mm.engine.hooks import PreemptionHook, StallWatchdogHook
-from convmlp_mm.runtime import DEFAULT_STALL_TIMEOUT, add_run_hooks
+from convmlp_mm.cli import DEFAULT_STALL_TIMEOUT, add_run_hooks
 
 import tool_runner
 from slurm_cluster import PARTITION, CannotInstall, install, job_state, slurm_cluster

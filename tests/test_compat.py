@@ -171,15 +171,15 @@ def test_the_cpu_parts_leave_accelerators_to_mmengine(monkeypatch):
     (which asserts that the accelerator is there), and the tools select no CPU wrapper."""
     from mmengine.config import Config
 
-    from convmlp_mm import runtime
+    from convmlp_mm import cli
     from convmlp_mm.engine import amp
     monkeypatch.setattr(amp, 'get_device', lambda: 'npu')
     with pytest.raises(AssertionError, match='only available'):  # mmengine's own check, no NPU here
         amp.CPUAmpOptimWrapper(optimizer=torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1))
-    monkeypatch.setattr(runtime, 'get_device', lambda: 'npu')
+    monkeypatch.setattr(cli, 'get_device', lambda: 'npu')
     cfg = Config(dict(launcher='pytorch', train_cfg=dict(by_epoch=True, max_epochs=1),
                       optim_wrapper=dict(type='AmpOptimWrapper'), default_hooks=dict(checkpoint=dict(interval=1))))
-    parts = runtime.use_runtime_parts(cfg, training=True)
+    parts = cli.use_runtime_parts(cfg, training=True)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and 'model_wrapper_cfg' not in cfg
     assert parts == ['SafeCheckpointLoadHook', 'ResumableEpochBasedTrainLoop', 'AtomicLocalBackend']
     assert cfg.train_cfg == dict(type='ResumableEpochBasedTrainLoop', max_epochs=1)

@@ -47,3 +47,56 @@ def test_timm_pretrained_cfg_names_the_published_files():
         cfg = timm.create_model(f'convmlp_{arch}').pretrained_cfg
         assert cfg['url'] == f'https://shi-labs.com/projects/convmlp/checkpoints/convmlp_{arch}_imagenet.pth'
     assert timm.create_model('pure_mlp_s', num_classes=10)(torch.rand(1, 3, 64, 64)).shape == (1, 10)
+
+
+def _saved_backbone(tmp_path, prefix='backbone.'):
+    source = convmlp_mm.ConvMLP('s')
+    path = str(tmp_path / 'ckpt.pth')
+    torch.save({'state_dict': {prefix + k: v for k, v in source.state_dict().items()}}, path)
+    return path, source.state_dict()
+
+
+@pytest.mark.parametrize('name', ['ConvMLP', 'PureMLP'])
+def test_pretrained_argument_is_a_deprecated_pretrained_init_cfg(name, tmp_path):
+    from mmseg.registry import MODELS
+    family = getattr(convmlp_mm, name)
+    source = family('s')
+    path = str(tmp_path / 'ckpt.pth')
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in source.state_dict().items()}}, path)
+    with pytest.warns(DeprecationWarning, match='pretrained is deprecated; use init_cfg'):
+        model = MODELS.build(dict(type=f'convmlp_mm.{name}', arch='s', pretrained=path))
+    assert model.init_cfg == dict(type='Pretrained', checkpoint=path)
+    model.init_weights()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in source.state_dict().items())
+    with pytest.raises(ValueError, match=r"pretrained='x.pth' and init_cfg=.* are both given: set one"):
+        family('s', pretrained='x.pth', init_cfg=dict(type='Pretrained', checkpoint=path))
+
+
+def test_pretrained_init_cfg_honours_prefix_and_map_location(tmp_path):
+    path, state = _saved_backbone(tmp_path, prefix='model.backbone.')
+    seen = []
+    model = convmlp_mm.ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=path, prefix='model.backbone.',
+                                                  map_location=lambda storage, loc: seen.append(loc) or storage))
+    model.init_weights()
+    assert seen and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(ValueError, match=r"unknown keys \['strict'\]; allowed are \['type', 'checkpoint', 'prefix'"):
+        convmlp_mm.ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=path, strict=False))
+
+
+def test_norm_cfg_goes_through_mmcvs_registry():
+    from mmengine.registry import MODELS
+    import torch.nn as nn
+
+    class TokenNorm(nn.GroupNorm):
+        def __init__(self, num_features, **kwargs):
+            super().__init__(1, num_features, **kwargs)
+    MODELS.register_module('TestTokenNorm', module=TokenNorm, force=True)
+    try:
+        model = convmlp_mm.ConvMLP('s', norm_cfg=dict(type='TestTokenNorm'))
+        assert type(model.tokenizer.block[1]) is TokenNorm
+        gn = convmlp_mm.PureMLP('s', norm_cfg=dict(type='GN', num_groups=4, requires_grad=False))
+        assert type(gn.tokenizer.block[1]) is nn.GroupNorm and not gn.tokenizer.block[1].weight.requires_grad
+    finally:
+        MODELS._module_dict.pop('TestTokenNorm')
+    with pytest.raises(ValueError, match="norm_cfg=.*'NoSuchNorm'.* is invalid"):
+        convmlp_mm.ConvMLP('s', norm_cfg=dict(type='NoSuchNorm'))

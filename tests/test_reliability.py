@@ -21,7 +21,7 @@ from convmlp_mm import ConvMLP, MLPClassifier, PureMLP
 from convmlp_mm.engine.checkpoint import CheckpointError
 from convmlp_mm.compat import CPU_AUTOCAST_DTYPES
 from convmlp_mm.data import generate
-from convmlp_mm.runtime import find_resume_checkpoint
+from convmlp_mm.cli import find_resume_checkpoint
 
 import tool_runner
 from toy import experiment_name

@@ -470,7 +470,7 @@ class http_server:
 
 def test_trust_from_the_config_key_and_the_command_line(tmp_path):
     from mmengine.config import Config
-    from convmlp_mm.runtime import trust_from
+    from convmlp_mm.cli import trust_from
     files = []
     for name in ('by_config.pth', 'by_cli.pth'):
         path = tmp_path / name

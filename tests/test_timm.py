@@ -113,3 +113,50 @@ def test_every_layer_is_a_module_call(family, arch, mode):
         module.register_forward_hook(lambda m, i, o, name=name: called.add(name))
     model(torch.rand(2, 3, 64, 64))
     assert sorted(set(leaves) - called) == []
+
+
+@pytest.fixture(scope='module')
+def published_s(tmp_path_factory):
+    """A published-layout ConvMLP-S checkpoint (raw state dict with norm.* and head.*)."""
+    torch.manual_seed(0)
+    model = timm.create_model('convmlp_s')
+    path = tmp_path_factory.mktemp('timm') / 'convmlp_s_imagenet.pth'
+    torch.save(model.state_dict(), path)
+    return str(path), model.state_dict()
+
+
+@pytest.mark.parametrize('kwargs', [dict(num_classes=0), dict(num_classes=10), dict(num_classes=1000),
+                                    dict(num_classes=0, global_pool=''), dict(num_classes=0, global_pool='max'),
+                                    dict(in_chans=1, num_classes=0)])
+def test_pretrained_takes_the_files_backbone_whatever_the_head(published_s, kwargs):
+    path, source = published_s
+    model = timm.create_model('convmlp_s', pretrained=True, pretrained_cfg_overlay=dict(file=path), **kwargs)
+    own = model.state_dict()
+    for key, value in source.items():
+        if key.startswith('head.'):
+            continue
+        if key == 'backbone.tokenizer.block.0.weight' and kwargs.get('in_chans') == 1:
+            value = value.sum(dim=1, keepdim=True)
+        assert torch.equal(own[key], value), key
+    if kwargs.get('num_classes') == 1000:
+        assert torch.equal(own['head.weight'], source['head.weight'])
+    elif kwargs.get('num_classes'):
+        assert own['head.weight'].shape == (kwargs['num_classes'], 512)
+    else:
+        assert not any(k.startswith('head.') for k in own)
+
+
+def test_pooled_embedding_and_reset_classifier_follow_timm(published_s):
+    path, _ = published_s
+    model = timm.create_model('convmlp_s', pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=path))
+    model.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        embedding = model(x)
+        assert embedding.shape == (2, 512)
+        full = timm.create_model('convmlp_s', pretrained=True, pretrained_cfg_overlay=dict(file=path)).eval()
+        assert torch.allclose(full.forward_head(full.forward_features(x), pre_logits=True), embedding, atol=1e-6)
+        model.reset_classifier(5)
+        assert model(x).shape == (2, 5) and model.get_classifier().out_features == 5
+        model.reset_classifier(0, global_pool='')
+        assert model(x).shape == (2, 512, 2, 2)

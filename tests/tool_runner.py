@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence
 
 # what `import convmlp_mm` and the registries' scope imports load in every run of our tools
 PRELOAD = ('torch', 'torchvision', 'mmengine.runner', 'mmcv.ops', 'mmdet.models', 'mmseg.models',
-           'mmpretrain.models', 'timm', 'convmlp_mm', 'convmlp_mm.runtime')
+           'mmpretrain.models', 'timm', 'convmlp_mm', 'convmlp_mm.cli')
 # variables that the interpreter or the preloaded modules read when they start: a run that sets
 # them differently from this process gets a real subprocess
 READ_AT_START = ('PYTHONPATH', 'PYTHONHASHSEED', 'PYTHONWARNINGS', 'PYTHONSAFEPATH', 'PYTHONNOUSERSITE',

@@ -27,7 +27,7 @@ process (forked), so that peak memory is its own: ``torch.cuda.max_memory_alloca
 the rise of the process's peak resident set (VmHWM) on the CPU. ``--quick`` (tiny sizes, fewer
 models) is the smoke form that CI runs; ``--device cuda`` gives the GPU table (fp32, fp16 and
 bf16 autocast, channels-last, a 2-process NCCL DDP step). Each CPU measurement first calls
-:func:`convmlp_mm.runtime.keep_freed_memory`, as ``tools/train.py`` and ``tools/test.py`` do (freed
+:func:`convmlp_mm.engine.keep_freed_memory`, as ``tools/train.py`` and ``tools/test.py`` do (freed
 CPU memory is reused, not page-faulted again); the sections marked "default allocator" repeat the
 ConvMLP-S/published comparison and the scaling without it.
 """
@@ -48,7 +48,7 @@ import torch
 
 import convmlp_mm  # noqa: F401  (registers the backbones)
 from convmlp_mm.compat import CPU_NATIVE_BF16
-from convmlp_mm.runtime import keep_freed_memory
+from convmlp_mm.engine import keep_freed_memory
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -190,7 +190,7 @@ def in_child(target: Callable, *args, device: str = 'cpu'):
 def measure(make, shape, train=False, device='cpu', precision_name='fp32', repeats=5, compile_=False,
             keep_freed=True) -> Dict[str, float]:
     """Median seconds per batch and peak memory (MiB) of ``make()(x)`` in a fresh process; with
-    ``keep_freed``, after :func:`~convmlp_mm.runtime.keep_freed_memory` as our tools run."""
+    ``keep_freed``, after :func:`~convmlp_mm.engine.keep_freed_memory` as our tools run."""
     return in_child(_measure, make, shape, train, device, precision_name, repeats, compile_, keep_freed,
                     device=device)
 

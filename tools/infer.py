@@ -25,7 +25,9 @@ from convmlp_mm.data.checks import DatasetError, check_image
 from convmlp_mm.engine import mmcv_ops_for_prepared_models, safe_checkpoint_loading
 from convmlp_mm.engine.checkpoint import load_safely
 from convmlp_mm.models.weights import CheckpointError, check_state_dict_fits, unwrap_state_dict
-from convmlp_mm.runtime import TRUST_HELP, check_scope, keep_freed_memory, trust_from
+from convmlp_mm.cli import TRUST_HELP, trust_from
+from convmlp_mm.engine import keep_freed_memory
+from convmlp_mm.mm import check_scope
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument('config')

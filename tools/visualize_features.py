@@ -7,7 +7,6 @@ Without a checkpoint the backbone's own initialisation (e.g. ImageNet weights fr
 ``init_cfg``) is used.
 """
 import argparse
-import importlib
 import os
 import os.path as osp
 
@@ -16,12 +15,11 @@ import mmcv
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
 import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
 from convmlp_mm.engine import safe_checkpoint_loading
-from convmlp_mm.runtime import check_scope
+from convmlp_mm.mm import build_host_model
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,9 +33,7 @@ parser.add_argument('--channels', type=int, default=6, help='channels shown per 
 
 def backbone_features(cfg: Config, checkpoint, image: np.ndarray):
     """F1-F4 of ``image`` (H, W, 3 BGR uint8), normalised as the config's data preprocessor does."""
-    scope = check_scope(cfg, 'config')
-    with DefaultScope.overwrite_default_scope(scope):
-        model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    model, _ = build_host_model(cfg, 'config')
     if checkpoint:
         with safe_checkpoint_loading():
             load_checkpoint(model, checkpoint, map_location='cpu')

@@ -23,7 +23,8 @@ import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
 from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.data.checks import DatasetError, check_image
 from convmlp_mm.engine import safe_checkpoint_loading
-from convmlp_mm.runtime import TRUST_HELP, check_scope, trust_from
+from convmlp_mm.cli import TRUST_HELP, trust_from
+from convmlp_mm.mm import check_scope
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402

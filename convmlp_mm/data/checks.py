@@ -1,30 +1,234 @@
 """Checks of a config's datasets before a run starts, so that bad input stops with one message
 naming the file and the problem instead of a traceback from a dataloader worker.
 
-Checked for every train/val/test dataloader whose dataset is COCO-style (mmdet), a
-segmentation folder (mmseg) or an image list (mmpretrain's ``CustomDataset``/``ImageNet``):
-the annotation file exists and is COCO (``images``, ``annotations``, ``categories``) or lists
+Checked for every train/val/test dataloader whose dataset is COCO-style (mmdet's COCO, LVIS and
+their subclasses), a segmentation folder (mmseg's datasets with ``img_path``/``seg_map_path``
+prefixes) or an image list (mmpretrain's ``CustomDataset``/``ImageNet`` with a list file): the
+annotation file exists and is COCO (``images``, ``annotations``, ``categories``) or lists
 ``path label`` lines with labels below the head's classes, the split is not empty, the class
-list agrees with the model's heads, and every image file exists. Small splits (up to ``DECODE_LIMIT`` images) are
-also decoded, which catches corrupt files and images smaller than 32x32; in larger ones mmcv
-names a corrupt file when it reaches it.
-"""
-import json
-import os
-import os.path as osp
-from typing import Iterator, List, Optional, Sequence, Tuple
+list agrees with the heads that classify it, and every image file exists. Small splits (up to
+``DECODE_LIMIT`` images) are also decoded, which catches corrupt files and images smaller than
+32x32; in larger ones mmcv names a corrupt file when it reaches it.
 
+Files are read as the hosts read them: through :mod:`mmengine.fileio` with the dataset's
+``backend_args`` (local disks, s3, petrel, http), folders listed recursively as mmseg lists them,
+and the images of a split found by listing each of their folders once (not one ``stat`` per
+image). Where a backend cannot list or test a path (http), that check is skipped with one log
+line; nothing is refused for being remote. Argument defaults the config leaves out (mmseg's
+suffixes) are the dataset class's own.
+"""
+import inspect
+import io
+import json
+import posixpath
+from collections import defaultdict
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from mmengine import fileio
 from mmengine.config import Config
 
 from ..models.layers import MIN_SIZE
 
 DECODE_LIMIT = 2000
 
+#: The model config's heads that classify the dataset's classes, by path (a list entry is each
+#: element of a list, as in cascade heads): the others (RPN, HTC's semantic head, panoptic
+#: heads) have their own class counts.
+CLASSIFYING_HEADS = ('bbox_head', 'roi_head.bbox_head', 'roi_head.mask_head', 'decode_head', 'auxiliary_head',
+                     'head')
+
+#: The COCO images' URL prefix that LVIS gives instead of a file name (mmdet strips it).
+COCO_URL = 'http://images.cocodataset.org/'
+
+Log = Callable[[str], None]
+
 
 class DatasetError(ValueError):
     """A dataset that cannot be used: the message names the file and the problem."""
 
 
+class Files:
+    """A dataset's files through :mod:`mmengine.fileio` with its ``backend_args``; an operation the
+    backend does not offer is logged once and answered with None (check skipped).
+
+    Args:
+        dataset (dict): The dataset config (``data_root``, ``backend_args``).
+        split (str): The split, for messages.
+        log (callable): Where the skip lines go.
+    """
+
+    def __init__(self, dataset: dict, split: str, log: Log) -> None:
+        self.root = dataset.get('data_root') or ''
+        self.backend_args = dataset.get('backend_args')
+        self.split = split
+        self.log = log
+        self.skipped = set()
+
+    def path(self, sub: Optional[str]) -> str:
+        """``sub`` under ``data_root`` (an absolute path or a URL as it is), as mmengine joins them."""
+        if not sub:
+            return self.root
+        if not self.root or '://' in sub or sub.startswith('/'):
+            return sub
+        return fileio.join_path(self.root, sub, backend_args=self.backend_args)
+
+    def _ask(self, what: str, call: Callable[[], Any], path: str) -> Any:
+        try:
+            return call()
+        except NotImplementedError:
+            backend = type(fileio.get_file_backend(path, backend_args=self.backend_args)).__name__
+            if what not in self.skipped:
+                self.skipped.add(what)
+                self.log(f'dataset check of the {self.split} split: {backend} cannot {what} ({path}); '
+                         f'that check is skipped')
+            return None
+
+    def isfile(self, path: str) -> Optional[bool]:
+        return self._ask('test files', lambda: fileio.isfile(path, backend_args=self.backend_args), path)
+
+    def isdir(self, path: str) -> Optional[bool]:
+        return self._ask('test folders', lambda: fileio.isdir(path, backend_args=self.backend_args), path)
+
+    def list_files(self, folder: str, suffix: Optional[str] = None, recursive: bool = False) -> Optional[List[str]]:
+        """The files under ``folder`` (relative paths), or None where the backend cannot list."""
+        return self._ask('list folders', lambda: list(fileio.list_dir_or_file(
+            folder, list_dir=False, suffix=suffix, recursive=recursive, backend_args=self.backend_args)), folder)
+
+    def read(self, path: str) -> bytes:
+        return fileio.get(path, backend_args=self.backend_args)
+
+    def text(self, path: str, what: str) -> str:
+        if self.isfile(path) is False:
+            raise DatasetError(f'{path}: {what} of the {self.split} split not found')
+        try:
+            return fileio.get_text(path, backend_args=self.backend_args)
+        except FileNotFoundError as error:
+            raise DatasetError(f'{path}: {what} of the {self.split} split not found') from error
+        except UnicodeDecodeError as error:
+            raise DatasetError(f'{path}: {what} of the {self.split} split is not text ({error})') from error
+
+
+def check_image(path: str, data: Optional[bytes] = None) -> None:
+    """Decodes one image (a path, or its bytes ``data``; any mode: grayscale and RGBA files are
+    read as colour by the pipelines)."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as image:
+            image.load()
+            width, height = image.size
+    except Exception as error:
+        raise DatasetError(f'{path}: not a readable image ({type(error).__name__}: {error})') from error
+    if min(width, height) < MIN_SIZE:
+        raise DatasetError(f'{path}: the image is {width}x{height} pixels; images must be at least '
+                           f'{MIN_SIZE}x{MIN_SIZE}')
+
+
+def missing_files(files: Files, paths: List[str]) -> Optional[List[str]]:
+    """The ``paths`` that do not exist, found with one listing per folder; None where the backend
+    cannot list (the check is skipped)."""
+    by_folder = defaultdict(list)
+    for path in paths:
+        folder, name = posixpath.split(path)
+        by_folder[folder].append((name, path))
+    missing = []
+    for folder, entries in by_folder.items():
+        listed = files.list_files(folder) if files.isdir(folder) is not False else []
+        if listed is None:
+            return None
+        present = set(listed)
+        missing += [path for name, path in entries if name not in present]
+    return missing
+
+
+def check_images(files: Files, paths: List[str], where: str) -> None:
+    """The split is not empty, every image exists and, in small splits, decodes."""
+    if not paths:
+        raise DatasetError(f'{where}: the {files.split} split is empty (no images)')
+    missing = missing_files(files, paths)
+    if missing:
+        raise DatasetError(f'{missing[0]}: image file not found ({len(missing)} of {len(paths)} images of the '
+                           f'{files.split} split listed in {where} are missing)')
+    if missing is not None and len(paths) <= DECODE_LIMIT:
+        for path in paths:
+            check_image(path, files.read(path))
+
+
+def check_coco(dataset: dict, files: Files, classes: Optional[tuple]) -> None:
+    """A COCO-style annotation file (COCO, LVIS) and its images."""
+    path = files.path(dataset.get('ann_file', ''))
+    text = files.text(path, 'annotation file')
+    try:
+        coco = json.loads(text)
+    except ValueError as error:
+        raise DatasetError(f'{path}: not a COCO annotation file (not JSON: {error})') from error
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ('images', 'annotations', 'categories')):
+        keys = sorted(coco) if isinstance(coco, dict) else type(coco).__name__
+        raise DatasetError(f'{path}: not a COCO annotation file: expected the lists "images", "annotations" and '
+                           f'"categories", found {keys}')
+    names = [c.get('name') for c in coco['categories']]
+    if classes is not None and not set(classes) <= set(names):
+        raise DatasetError(f'{path}: classes {sorted(set(classes) - set(names))} of the config are not among the '
+                           f'file\'s categories {names[:20]}')
+    image_dir = files.path((dataset.get('data_prefix') or {}).get('img', ''))
+    names = [im.get('file_name') or str(im.get('coco_url', '')).replace(COCO_URL, '') for im in coco['images']]
+    check_images(files, [fileio.join_path(image_dir, name, backend_args=files.backend_args) if image_dir else name
+                         for name in names], path)
+
+
+def check_seg_folder(dataset: dict, files: Files, defaults: Dict[str, Any]) -> None:
+    """An mmseg dataset: its image folder listed recursively as mmseg lists it (or its ``ann_file``
+    of names), and a label map beside every image."""
+    prefix = dataset.get('data_prefix') or {}
+    image_dir, seg_dir = files.path(prefix.get('img_path')), files.path(prefix.get('seg_map_path'))
+    suffix = dataset.get('img_suffix', defaults.get('img_suffix', '.jpg'))
+    seg_suffix = dataset.get('seg_map_suffix', defaults.get('seg_map_suffix', '.png'))
+    for folder in (image_dir, seg_dir):
+        if files.isdir(folder) is False:
+            raise DatasetError(f'{folder}: folder of the {files.split} split not found')
+    if dataset.get('ann_file'):
+        ann_file = files.path(dataset['ann_file'])
+        stems = [line.strip() for line in files.text(ann_file, 'image list').splitlines() if line.strip()]
+        where = ann_file
+    else:
+        listed = files.list_files(image_dir, suffix=suffix, recursive=True)
+        if listed is None:
+            return
+        stems, where = sorted(name[:-len(suffix)] for name in listed), image_dir
+    paths = [fileio.join_path(image_dir, stem + suffix, backend_args=files.backend_args) for stem in stems]
+    check_images(files, paths, where)
+    labels = [fileio.join_path(seg_dir, stem + seg_suffix, backend_args=files.backend_args) for stem in stems]
+    missing = missing_files(files, labels)
+    if missing:
+        raise DatasetError(f'{missing[0]}: label map not found ({len(missing)} of {len(labels)} in the '
+                           f'{files.split} split)')
+
+
+def check_image_list(dataset: dict, files: Files, num_classes: Optional[int]) -> None:
+    """An mmpretrain ``CustomDataset``/``ImageNet`` with a list file (``path label`` per line):
+    the file exists and is not empty, every label is an integer below the head's classes, and
+    every image exists (and, in small splits, decodes). A class-folder layout is mmpretrain's to read."""
+    ann_file = dataset.get('ann_file') or (f"meta/{dataset['split']}.txt" if dataset.get('split') else '')
+    path = files.path(ann_file)
+    if not ann_file or (not dataset.get('ann_file') and not files.isfile(path)):
+        return
+    prefix = dataset.get('data_prefix') or dataset.get('split') or ''
+    image_dir = files.path(prefix.get('img_path', '') if isinstance(prefix, dict) else prefix)
+    images = []
+    for number, line in enumerate(files.text(path, 'image list').splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        label = fields[-1] if len(fields) > 1 else None
+        if label is not None and not (label.isdigit() and (num_classes is None or int(label) < num_classes)):
+            allowed = f'an integer in [0, {num_classes - 1}]' if num_classes else 'a non-negative integer'
+            raise DatasetError(f'{path}:{number}: label {label!r} is invalid: expected {allowed} '
+                               '(the head\'s num_classes)')
+        name = ' '.join(fields[:-1]) if label is not None else fields[0]
+        images.append(fileio.join_path(image_dir, name, backend_args=files.backend_args) if image_dir else name)
+    check_images(files, images, path)
+
+
+# ------------------------------------------------------------------------------- a config
 def _datasets(cfg: Config, splits: Sequence[str]) -> Iterator[Tuple[str, dict]]:
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
@@ -35,149 +239,79 @@ def _datasets(cfg: Config, splits: Sequence[str]) -> Iterator[Tuple[str, dict]]:
             yield split, dataset
 
 
-def _under_root(dataset: dict, sub: Optional[str]) -> str:
-    root = dataset.get('data_root') or ''
-    return osp.join(root, sub) if sub else root
-
-
-def _model_classes(model: dict) -> List[Tuple[str, int]]:
-    """(where, num_classes) of every head of the model config that declares one."""
+def classifying_heads(model: dict) -> List[Tuple[str, int]]:
+    """(where, num_classes) of the heads of :data:`CLASSIFYING_HEADS` that declare a class count."""
     found = []
-
-    def visit(node, where):
-        if isinstance(node, dict):
-            if 'num_classes' in node and isinstance(node['num_classes'], int):
-                found.append((where, node['num_classes']))
-            for key, value in node.items():
-                visit(value, f'{where}.{key}')
-        elif isinstance(node, (list, tuple)):
-            for i, value in enumerate(node):
-                visit(value, f'{where}[{i}]')
-
-    visit(model, 'model')
+    for path in CLASSIFYING_HEADS:
+        node, where = model, 'model'
+        for key in path.split('.'):
+            node = node.get(key) if isinstance(node, dict) else None
+            where += '.' + key
+        for i, head in enumerate(node if isinstance(node, (list, tuple)) else [node]):
+            if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+                found.append((where + (f'[{i}]' if isinstance(node, (list, tuple)) else ''), head['num_classes']))
     return found
 
 
-#: The smallest image side accepted: the backbones' F4 stride.
-
-
-def check_image(path: str) -> None:
-    """Decodes one image (any mode: grayscale and RGBA files are read as colour by the pipelines)."""
-    from PIL import Image
+def dataset_defaults(kind: str, scope: Optional[str]) -> Dict[str, Any]:
+    """The ``__init__`` defaults of the dataset class ``kind`` in ``scope``'s registry (what a
+    config leaves out); empty when the class is not found."""
+    from mmengine.registry import DATASETS, DefaultScope
     try:
-        with Image.open(path) as image:
-            image.load()
-            width, height = image.size
-    except Exception as error:
-        raise DatasetError(f'{path}: not a readable image ({type(error).__name__}: {error})') from error
-    if min(width, height) < MIN_SIZE:
-        raise DatasetError(f'{path}: the image is {width}x{height} pixels; images must be at least '
-                           f'{MIN_SIZE}x{MIN_SIZE}')
+        with DefaultScope.overwrite_default_scope(scope):
+            cls = DATASETS.get(kind)
+    except (KeyError, ImportError):
+        cls = None
+    if cls is None:
+        return {}
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
-def _check_images(paths: List[str], split: str, where: str) -> None:
-    if not paths:
-        raise DatasetError(f'{where}: the {split} split is empty (no images)')
-    missing = [p for p in paths if not osp.isfile(p)]
-    if missing:
-        raise DatasetError(f'{missing[0]}: image file not found ({len(missing)} of {len(paths)} images of the '
-                           f'{split} split listed in {where} are missing)')
-    if len(paths) <= DECODE_LIMIT:
-        for path in paths:
-            check_image(path)
-
-
-def check_coco(dataset: dict, split: str, classes: Optional[tuple]) -> None:
-    ann_file = dataset.get('ann_file', '')
-    path = ann_file if osp.isabs(ann_file) else _under_root(dataset, ann_file)
-    if not osp.isfile(path):
-        raise DatasetError(f'{path}: annotation file of the {split} split not found')
-    try:
-        with open(path) as f:
-            coco = json.load(f)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise DatasetError(f'{path}: not a COCO annotation file (not JSON: {error})') from error
-    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ('images', 'annotations', 'categories')):
-        keys = sorted(coco) if isinstance(coco, dict) else type(coco).__name__
-        raise DatasetError(f'{path}: not a COCO annotation file: expected the lists "images", "annotations" and '
-                           f'"categories", found {keys}')
-    names = [c.get('name') for c in coco['categories']]
-    if classes is not None and not set(classes) <= set(names):
-        raise DatasetError(f'{path}: classes {sorted(set(classes) - set(names))} of the config are not among the '
-                           f'file\'s categories {names}')
-    prefix = (dataset.get('data_prefix') or {}).get('img', '')
-    image_dir = _under_root(dataset, prefix)
-    _check_images([osp.join(image_dir, im.get('file_name', '')) for im in coco['images']], split, path)
-
-
-def check_seg_folder(dataset: dict, split: str) -> None:
-    prefix = dataset.get('data_prefix') or {}
-    image_dir = _under_root(dataset, prefix.get('img_path'))
-    seg_dir = _under_root(dataset, prefix.get('seg_map_path'))
-    for directory in (image_dir, seg_dir):
-        if not osp.isdir(directory):
-            raise DatasetError(f'{directory}: directory of the {split} split not found')
-    suffix = dataset.get('img_suffix', '.jpg')
-    seg_suffix = dataset.get('seg_map_suffix', '.png')
-    images = sorted(f for f in os.listdir(image_dir) if f.endswith(suffix))
-    _check_images([osp.join(image_dir, f) for f in images], split, image_dir)
-    labels = [osp.join(seg_dir, f[:-len(suffix)] + seg_suffix) for f in images]
-    missing = [p for p in labels if not osp.isfile(p)]
-    if missing:
-        raise DatasetError(f'{missing[0]}: label map not found ({len(missing)} of {len(labels)} in the {split} split)')
-
-
-def check_image_list(dataset: dict, split: str, num_classes: Optional[int]) -> None:
-    """An mmpretrain ``CustomDataset``/``ImageNet`` with a list file (``path label`` per line):
-    the file exists and is not empty, every label is an integer below the head's classes, and
-    every image exists (and, in small splits, decodes)."""
-    ann_file = dataset.get('ann_file') or (f"meta/{dataset['split']}.txt" if dataset.get('split') else '')
-    path = ann_file if osp.isabs(ann_file) else _under_root(dataset, ann_file)
-    if not ann_file or (not dataset.get('ann_file') and not osp.isfile(path)):
-        return  # a class-folder layout: mmpretrain names what it cannot read
-    if not osp.isfile(path):
-        raise DatasetError(f'{path}: image list of the {split} split not found')
-    prefix = dataset.get('data_prefix') or dataset.get('split') or ''
-    prefix = prefix.get('img_path', '') if isinstance(prefix, dict) else prefix
-    image_dir = _under_root(dataset, prefix)
-    images = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            label = fields[-1] if len(fields) > 1 else None
-            if label is not None and not (label.isdigit() and (num_classes is None or int(label) < num_classes)):
-                allowed = f'an integer in [0, {num_classes - 1}]' if num_classes else 'a non-negative integer'
-                raise DatasetError(f'{path}:{number}: label {label!r} is invalid: expected {allowed} '
-                                   '(the head\'s num_classes)')
-            images.append(osp.join(image_dir, ' '.join(fields[:-1]) if label is not None else fields[0]))
-    _check_images(images, split, path)
-
-
-def check_datasets(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) -> None:
+def check_datasets(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test'), log: Log = print) -> None:
     """Checks the datasets of ``cfg`` that a run reads (see the module docstring).
 
     Args:
         cfg (Config): The config.
         splits (sequence of str): Which of its ``{split}_dataloader`` datasets to check.
+        log (callable): Where a check that a backend cannot do is reported as skipped.
 
     Raises:
         DatasetError: the first problem found, naming the file.
     """
-    heads = _model_classes(cfg.get('model', {}))
+    heads = classifying_heads(cfg.get('model', {}))
     for split, dataset in _datasets(cfg, splits):
         classes = (dataset.get('metainfo') or {}).get('classes')
         if classes is not None:
             wrong = [(where, n) for where, n in heads if n != len(classes)]
             if wrong:
                 where, n = wrong[0]
-                raise DatasetError(f'the {split} dataset has {len(classes)} classes {tuple(classes)} but '
+                raise DatasetError(f'the {split} dataset has {len(classes)} classes {tuple(classes)[:20]} but '
                                    f'{where}.num_classes={n}: make them agree in the config')
-        kind = dataset.get('type', '')
-        if 'ann_file' in dataset and kind.split('.')[-1] in ('CocoDataset', 'CocoPanopticDataset', 'LVISDataset'):
-            check_coco(dataset, split, tuple(classes) if classes else None)
-        elif kind.split('.')[-1] in ('BaseSegDataset', 'ADE20KDataset') and dataset.get('data_prefix'):
-            check_seg_folder(dataset, split)
-        elif kind.split('.')[-1] in ('CustomDataset', 'ImageNet'):
-            check_image_list(dataset, split, min((n for _, n in heads), default=None))
+        kind = str(dataset.get('type', ''))
+        name = kind.split('.')[-1]
+        defaults = dataset_defaults(kind, cfg.get('default_scope'))
+        files = Files(dataset, split, log)
+        prefix = dataset.get('data_prefix') or {}
+        if 'ann_file' in dataset and ('Coco' in name or 'LVIS' in name):
+            check_coco(dataset, files, tuple(classes) if classes else None)
+        elif isinstance(prefix, dict) and 'img_path' in prefix and 'seg_map_path' in prefix:
+            check_seg_folder(dataset, files, defaults)
+        elif name in ('CustomDataset', 'ImageNet'):
+            check_image_list(dataset, files, min((n for _, n in heads), default=None))
+
+
+def check_datasets_once(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test'), log: Log = print) -> None:
+    """:func:`check_datasets` on global rank 0 only; in a distributed run the other ranks wait for
+    its verdict (one broadcast) and raise the same :class:`DatasetError`."""
+    from mmengine.dist import broadcast_object_list, get_rank, get_world_size
+    verdict = [None]
+    if get_rank() == 0:
+        try:
+            check_datasets(cfg, splits, log)
+        except DatasetError as error:
+            verdict = [str(error)]
+    if get_world_size() > 1:
+        broadcast_object_list(verdict, src=0)
+    if verdict[0] is not None:
+        raise DatasetError(verdict[0])

@@ -17,19 +17,23 @@ init_cpu_process_group            called by ``tools/train.py`` and ``tools/test.
 CPUAmpOptimWrapper                ``optim_wrapper=dict(type='CPUAmpOptimWrapper', ...)``
 AmpTestLoop, PrepareInferenceHook ``test_cfg=dict(type='AmpTestLoop')``, ``custom_hooks``
 mmcv_ops_for_prepared_models      a ``with`` context (``PrepareInferenceHook`` enters it)
+CheckpointFitsHook                ``custom_hooks`` (our tools add it when they resume or test)
+keep_freed_memory                 called by our tools (process-wide CPU allocator setting)
 ================================  =================================================================
 """
 from .amp import CPUAmpOptimWrapper
 from .checkpoint import SafeCheckpointLoadHook, load_checkpoint, safe_checkpoint_loading, trust_checkpoint
 from .distributed import CPUDistributedDataParallel, init_cpu_process_group
 from .fileio import AtomicLocalBackend, write_atomically
-from .hooks import (FiniteLossHook, Preempted, PreemptionHook, PrepareInferenceHook, RandomStateHook,
+from .hooks import (CheckpointFitsHook, FiniteLossHook, Preempted, PreemptionHook, PrepareInferenceHook, RandomStateHook,
                     StallWatchdogHook)
+from .memory import keep_freed_memory
 from .loops import AmpTestLoop, ResumableEpochBasedTrainLoop, ResumableIterBasedTrainLoop
 from .ops import mmcv_ops_for_prepared_models
 
-__all__ = ['AmpTestLoop', 'AtomicLocalBackend', 'CPUAmpOptimWrapper', 'CPUDistributedDataParallel', 'FiniteLossHook',
+__all__ = ['AmpTestLoop', 'AtomicLocalBackend', 'CPUAmpOptimWrapper', 'CPUDistributedDataParallel',
+           'CheckpointFitsHook', 'FiniteLossHook',
            'Preempted', 'PreemptionHook', 'PrepareInferenceHook', 'RandomStateHook', 'ResumableEpochBasedTrainLoop',
            'ResumableIterBasedTrainLoop', 'SafeCheckpointLoadHook', 'StallWatchdogHook', 'init_cpu_process_group',
-           'load_checkpoint', 'mmcv_ops_for_prepared_models', 'safe_checkpoint_loading', 'trust_checkpoint',
+           'keep_freed_memory', 'load_checkpoint', 'mmcv_ops_for_prepared_models', 'safe_checkpoint_loading', 'trust_checkpoint',
            'write_atomically']

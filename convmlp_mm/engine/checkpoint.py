@@ -350,6 +350,16 @@ LOADERS: Dict[str, Callable] = {
 }
 
 
+#: The schemes that name models (``open-mmlab://resnet50_v1c``) and mmengine's table of their names.
+MODEL_NAME_SCHEMES: Dict[str, Callable[[], dict]] = {
+    'open-mmlab://': lambda: {**mm_checkpoint.get_external_models(), **mm_checkpoint.get_deprecated_model_names()},
+    'openmmlab://': lambda: {**mm_checkpoint.get_external_models(), **mm_checkpoint.get_deprecated_model_names()},
+    'torchvision://': lambda: mm_checkpoint.get_torchvision_models(),
+    'modelzoo://': lambda: mm_checkpoint.get_torchvision_models(),
+    'mmcls://': lambda: mm_checkpoint.get_mmcls_models(),
+}
+
+
 def explain_load_error(filename: str, error: BaseException) -> CheckpointError:
     """One error for a checkpoint that could not be read: the file, the cause and what was
     expected; a :class:`CheckpointNotFoundError` for a missing file."""
@@ -358,7 +368,16 @@ def explain_load_error(filename: str, error: BaseException) -> CheckpointError:
     if isinstance(error, FileNotFoundError):
         return CheckpointNotFoundError(f'cannot load checkpoint {filename!r}: no such file; expected the path of a '
                                        'checkpoint file or an http(s) URL')
-    if isinstance(error, OSError) and '://' in filename:
+    scheme = filename.split('://', 1)[0] + '://' if '://' in filename else ''
+    if isinstance(error, KeyError) and scheme in MODEL_NAME_SCHEMES:
+        known = sorted(MODEL_NAME_SCHEMES[scheme]())
+        cause = f'{filename[len(scheme):]!r} is not a model name of {scheme}'
+        expected = f'one of the {len(known)} names mmengine knows there (e.g. {", ".join(known[:3])}), or a URL'
+    elif isinstance(error, RuntimeError) and 'CUDA device' in str(error):
+        cause = 'its tensors were saved on a CUDA device and this machine has no GPU'
+        expected = ("map_location='cpu' (init_cfg=dict(type='Pretrained', ..., map_location='cpu'), "
+                    "load_checkpoint(..., map_location='cpu'))")
+    elif isinstance(error, OSError) and '://' in filename:
         cause = f'cannot download it ({type(error).__name__}: {error})'
         expected = 'a reachable URL; or download the file yourself and pass its path'
     elif isinstance(error, OSError):  # permissions, a folder, an I/O error

@@ -20,6 +20,7 @@ the published checkpoints (``convmlp_{s,m,l}_imagenet.pth``) and, for the ``'mlp
 stage, the Pure-MLP layout of earlier releases (stem stage at ``stages.0``), so both load
 without renaming.
 """
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,8 +28,9 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import (MIN_SIZE, ConvDownsample, ConvTokenizer, LayerNorm, MLPBlock, MLPStage, PatchMerging,
-                     check_images, check_out_indices, conv_bn_relu, maybe_checkpoint, resolve_arch)
-from .weights import backbone_state_dict, load_state_dict_exactly, read_checkpoint
+                     NormFactory, check_images, check_out_indices, conv_bn_relu, maybe_checkpoint, resolve_arch,
+                     torch_norm)
+from .weights import backbone_state_dict, load_state_dict_exactly, prefixed_state_dict, read_checkpoint
 
 torch.fx.wrap('check_images')  # a leaf of torch.fx graphs: its branches depend on the input
 
@@ -41,13 +43,15 @@ class ConvBlock(nn.Sequential):
     Args:
         channels (int): Input and output channels (the tokenizer width C).
         hidden_channels (int): Bottleneck channels (dims[0]).
+        norm (callable): ``norm(channels)`` -> the norm layer after each conv. Defaults to BatchNorm.
         with_cp (bool): Gradient checkpointing.
     """
 
-    def __init__(self, channels: int, hidden_channels: int, with_cp: bool = False) -> None:
-        super().__init__(*conv_bn_relu(channels, hidden_channels, 1),
-                         *conv_bn_relu(hidden_channels, hidden_channels, 3),
-                         *conv_bn_relu(hidden_channels, channels, 1))
+    def __init__(self, channels: int, hidden_channels: int, norm: NormFactory = nn.BatchNorm2d,
+                 with_cp: bool = False) -> None:
+        super().__init__(*conv_bn_relu(channels, hidden_channels, 1, norm),
+                         *conv_bn_relu(hidden_channels, hidden_channels, 3, norm),
+                         *conv_bn_relu(hidden_channels, channels, 1, norm))
         self.with_cp = with_cp
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,12 +99,15 @@ class ConvStage(nn.Module):
         num_blocks (int): Number of :class:`ConvBlock`.
         channels (int): The tokenizer width C.
         out_channels (int): D0, also the bottleneck width of the blocks.
+        norm (callable): ``norm(channels)`` -> the norm layer after each conv of the blocks (BatchNorm).
         with_cp (bool): Gradient checkpointing.
     """
 
-    def __init__(self, num_blocks: int, channels: int, out_channels: int, with_cp: bool = False) -> None:
+    def __init__(self, num_blocks: int, channels: int, out_channels: int, norm: NormFactory = nn.BatchNorm2d,
+                 with_cp: bool = False) -> None:
         super().__init__()
-        self.conv_blocks = nn.Sequential(*[ConvBlock(channels, out_channels, with_cp) for _ in range(num_blocks)])
+        self.conv_blocks = nn.Sequential(*[ConvBlock(channels, out_channels, norm, with_cp)
+                                           for _ in range(num_blocks)])
         self.downsample = nn.Conv2d(channels, out_channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,10 +126,11 @@ class ConvStageV1(nn.Sequential):
     Args:
         channels (int): The tokenizer width C.
         out_channels (int): D0.
+        norm (callable): ``norm(channels)`` -> the norm layer after each conv. Defaults to BatchNorm.
     """
 
-    def __init__(self, channels: int, out_channels: int) -> None:
-        super().__init__(*conv_bn_relu(channels, channels, 3), *conv_bn_relu(channels, out_channels, 3),
+    def __init__(self, channels: int, out_channels: int, norm: NormFactory = nn.BatchNorm2d) -> None:
+        super().__init__(*conv_bn_relu(channels, channels, 3, norm), *conv_bn_relu(channels, out_channels, 3, norm),
                          nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
 
 
@@ -172,6 +180,15 @@ class ConvMLP(nn.Module):
         with_cp (bool): Gradient checkpointing per block: less memory, same outputs and
             gradients, one more forward per block in backward. Defaults to False.
         in_channels (int): Channels of the input images. Defaults to 3 (the published models).
+        norm_cfg (dict): The norm after every convolution of the tokenizer and the conv stem
+            stage, as mm backbones take it: ``dict(type='BN')`` (default: the published
+            BatchNorm), ``'SyncBN'``, ``dict(type='GN', num_groups=32)``, ... (built by
+            :attr:`build_norm`: torch's layers of :data:`~convmlp_mm.models.layers.TORCH_NORMS`
+            here, any norm of mmcv's registry in the registered models). The state-dict keys
+            stay the published ones.
+        pretrained (str, optional): A checkpoint (path or URL) to load with
+            :meth:`load_pretrained` once the model is built. The registered models turn it into
+            ``init_cfg=dict(type='Pretrained', checkpoint=...)``, as mm backbones do.
 
     Example:
         >>> model = ConvMLP('s').eval()
@@ -189,17 +206,25 @@ class ConvMLP(nn.Module):
     switches = dict(stem_stage=('conv', 'conv_v1', 'mlp'), downsample=('conv', 'patch_merging'), dwconv=(True, False))
     #: What a custom arch dict gets for the switches it leaves out.
     switch_defaults = dict(stem_stage='conv', downsample='conv', dwconv=True)
+    #: ``build_norm(norm_cfg, channels)`` -> the norm layer of ``norm_cfg`` (torch's layers here).
+    build_norm = staticmethod(torch_norm)
 
     def __init__(self, arch: Union[str, dict] = 's', out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.1, frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, in_channels: int = 3) -> None:
+                 with_cp: bool = False, in_channels: int = 3, norm_cfg: dict = dict(type='BN'),
+                 pretrained: Optional[str] = None) -> None:
         super().__init__()
         if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
             raise ValueError(f'in_channels={in_channels!r} is invalid: expected a positive integer (3 for RGB)')
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < self.num_stages:
             raise ValueError(f'frozen_stages={frozen_stages!r} is invalid: expected an integer in '
                              f'[-1, {self.num_stages - 1}] (-1 freezes nothing)')
+        if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
+            raise ValueError(f"norm_cfg={norm_cfg!r} is invalid: expected a dict with a 'type', e.g. dict(type='BN')")
+        if pretrained is not None and not isinstance(pretrained, str):
+            raise ValueError(f'pretrained={pretrained!r} is invalid: expected the path or URL of a checkpoint, or None')
         self.in_channels = in_channels
+        self.norm_cfg = dict(norm_cfg)
         self.out_indices = check_out_indices(out_indices, self.num_stages)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -210,14 +235,15 @@ class ConvMLP(nn.Module):
         c, dims, ratio = cfg['channels'], cfg['dims'], cfg['mlp_ratio']
         downsample = ConvDownsample if cfg['downsample'] == 'conv' else PatchMerging
         block = ConvMLPBlock if cfg['dwconv'] else MLPBlock
-        self.tokenizer = ConvTokenizer(c, self.in_channels)
+        norm = partial(type(self).build_norm, self.norm_cfg)
+        self.tokenizer = ConvTokenizer(c, self.in_channels, norm)
         # The stem stage: F1 (C) -> F2 (D0). The conv ones are NCHW modules of their own; the
         # MLP one is the first of ``stages`` (NHWC), where earlier Pure-MLP releases had it.
         stages = []
         if cfg['stem_stage'] == 'conv':
-            self.conv_stages = ConvStage(cfg['conv_blocks'], c, dims[0], with_cp)
+            self.conv_stages = ConvStage(cfg['conv_blocks'], c, dims[0], norm, with_cp)
         elif cfg['stem_stage'] == 'conv_v1':
-            self.conv_stages = ConvStageV1(c, dims[0])
+            self.conv_stages = ConvStageV1(c, dims[0], norm)
         else:
             self.conv_stages = None
             stages.append(MLPStage(MLPBlock, cfg['conv_blocks'], c, ratio, drop_path_rate,
@@ -235,6 +261,8 @@ class ConvMLP(nn.Module):
         self.out_channels = tuple(self.channels[i] for i in self.out_indices)
         self.out_strides = tuple(self.strides[i] for i in self.out_indices)
         self._freeze_stages()
+        if pretrained is not None:
+            self.load_pretrained(pretrained)
 
     @torch.jit.unused  # variable-length tuples are not TorchScript; scripted models use forward_maps
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -324,16 +352,18 @@ class ConvMLP(nn.Module):
         self.apply(init_published)
 
     def load_pretrained(self, filename: str, sha256: Optional[str] = None,
-                        reader: Callable[..., object] = read_checkpoint) -> None:
+                        reader: Callable[..., object] = read_checkpoint, prefix: Optional[str] = None,
+                        map_location: Union[str, torch.device, Callable, None] = 'cpu') -> None:
         """Loads backbone weights from ``filename`` (a path or URL), strictly, after checking its
         SHA-256 when ``sha256`` is given.
 
         Accepted: a published classification checkpoint (a raw state dict, or wrapped in
         ``state_dict``/``model``, with or without ``module.``) whose ``norm.*``/``head.*`` keys
         are ignored, and mm checkpoints of ours (detector, segmentor or classifier), whose
-        ``backbone.*`` keys are taken. Any other missing or unexpected key, or a shape that
-        differs, raises :class:`~convmlp_mm.models.weights.CheckpointError` naming the file and
-        the keys.
+        ``backbone.*`` keys are taken. With ``prefix`` (mmengine's ``Pretrained`` init), exactly
+        the keys under it are taken, the prefix removed. Any other missing or unexpected key, or a
+        shape that differs, raises :class:`~convmlp_mm.models.weights.CheckpointError` naming the
+        file and the keys.
 
         Args:
             filename (str): A path or URL.
@@ -341,9 +371,16 @@ class ConvMLP(nn.Module):
             reader (callable): ``reader(filename, map_location=..., sha256=...)`` -> checkpoint.
                 Defaults to torch's weights-only reader
                 (:func:`~convmlp_mm.models.weights.read_checkpoint`).
+            prefix (str, optional): Take the keys under this prefix (e.g. ``'backbone.'``).
+            map_location: Where the tensors are read to, as for :func:`torch.load`. Defaults to
+                the CPU.
         """
-        checkpoint = reader(filename, map_location='cpu', sha256=sha256)
-        load_state_dict_exactly(self, backbone_state_dict(checkpoint, filename), filename)
+        checkpoint = reader(filename, map_location=map_location, sha256=sha256)
+        if prefix is None:
+            state = backbone_state_dict(checkpoint, filename)
+        else:
+            state = prefixed_state_dict(checkpoint, prefix, filename)
+        load_state_dict_exactly(self, state, filename)
 
     # ------------------------------------------------------------------------ arch table
     # Sizes S/M/L (Table 1) with the switches of the published models; Pure-MLP and Table 2's

@@ -181,11 +181,44 @@ class MLPStage(nn.Module):
         return self.downsample_mlp(self.blocks(x))
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> List[nn.Module]:
-    """A bias-free convolution, BatchNorm and ReLU, as a list to splice into ``nn.Sequential``."""
+#: A norm layer factory: ``norm(channels)`` -> a module on NCHW tensors.
+NormFactory = Callable[[int], nn.Module]
+
+#: The ``norm_cfg`` types the models build with torch alone (mmcv's names for them).
+TORCH_NORMS = {'BN': nn.BatchNorm2d, 'BN2d': nn.BatchNorm2d, 'SyncBN': nn.SyncBatchNorm, 'GN': nn.GroupNorm,
+               'IN': nn.InstanceNorm2d, 'IN2d': nn.InstanceNorm2d}
+
+
+def torch_norm(norm_cfg: Dict, channels: int) -> nn.Module:
+    """A norm layer of ``channels`` from an mmcv-style ``norm_cfg`` with torch alone: ``type`` one
+    of :data:`TORCH_NORMS`, ``requires_grad`` (default True) and the layer's own arguments
+    (``eps``, ``momentum``, ``affine``; ``num_groups`` for GN).
+
+    Raises:
+        ValueError: another type, or arguments the layer does not take.
+    """
+    cfg = dict(norm_cfg)
+    kind = cfg.pop('type', None)
+    requires_grad = cfg.pop('requires_grad', True)
+    if kind not in TORCH_NORMS:
+        raise ValueError(f'norm_cfg={norm_cfg!r} is invalid: type {kind!r} is not one of {sorted(TORCH_NORMS)} '
+                         '(with mmcv installed, any norm of its registry)')
+    try:
+        layer = nn.GroupNorm(num_channels=channels, **cfg) if kind == 'GN' else TORCH_NORMS[kind](channels, **cfg)
+    except TypeError as error:
+        raise ValueError(f'norm_cfg={norm_cfg!r} is invalid for {TORCH_NORMS[kind].__name__}: {error}') from error
+    for param in layer.parameters():
+        param.requires_grad = requires_grad
+    return layer
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, norm: NormFactory = nn.BatchNorm2d,
+                 stride: int = 1) -> List[nn.Module]:
+    """A bias-free convolution, its norm (BatchNorm in the published models) and ReLU, as a list to
+    splice into ``nn.Sequential``."""
     return [
         nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
+        norm(out_channels),
         nn.ReLU(inplace=True),
     ]
 
@@ -199,15 +232,16 @@ class ConvTokenizer(nn.Module):
     Args:
         out_channels (int): The tokenizer width C.
         in_channels (int): Input channels. Defaults to 3.
+        norm (callable): ``norm(channels)`` -> the norm layer after each conv. Defaults to BatchNorm.
     """
 
-    def __init__(self, out_channels: int, in_channels: int = 3) -> None:
+    def __init__(self, out_channels: int, in_channels: int = 3, norm: NormFactory = nn.BatchNorm2d) -> None:
         super().__init__()
         mid = out_channels // 2
         self.block = nn.Sequential(
-            *conv_bn_relu(in_channels, mid, 3, stride=2),
-            *conv_bn_relu(mid, mid, 3),
-            *conv_bn_relu(mid, out_channels, 3),
+            *conv_bn_relu(in_channels, mid, 3, norm, stride=2),
+            *conv_bn_relu(mid, mid, 3, norm),
+            *conv_bn_relu(mid, out_channels, 3, norm),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
 

@@ -5,7 +5,7 @@
 (ConvMLP only: Pure-MLP has no published weights), or reads
 ``pretrained_cfg_overlay=dict(file=PATH)``, weights-only with torch alone
 (:func:`~convmlp_mm.models.weights.read_checkpoint`); with another ``num_classes`` the classifier
-stays freshly initialised, and ``features_only`` models take the backbone's weights (timm's
+stays freshly initialised (none with ``num_classes=0``), and ``features_only`` models take the backbone's weights (timm's
 feature wrapper has pruned the head). Imported only when timm is installed.
 """
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -54,9 +54,12 @@ def _load_pretrained(model, cfg: dict, features_only: bool) -> None:
     own = model.state_dict()
     if features_only:  # timm's feature wrapper pruned the head (and maybe the final norm)
         state = {k: v for k, v in state.items() if k in own or not k.startswith(HEAD_PREFIXES)}
-    if 'head.weight' in own and own['head.weight'].shape != state.get('head.weight', own['head.weight']).shape:
-        state = {k: v for k, v in state.items() if not k.startswith('head.')}  # another classifier
-        state.update({k: v for k, v in own.items() if k.startswith('head.')})
+    own_head = {k: v for k, v in own.items() if k.startswith('head.')}
+    file_head = {k: v for k, v in state.items() if k.startswith('head.')}
+    if {k: v.shape for k, v in own_head.items()} != {k: v.shape for k, v in file_head.items()}:
+        # another classifier (num_classes), or none (num_classes=0): the file's backbone and norm only
+        state = {k: v for k, v in state.items() if not k.startswith('head.')}
+        state.update(own_head)
     load_state_dict_exactly(model, state, source)
 
 

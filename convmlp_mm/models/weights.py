@@ -227,6 +227,23 @@ def backbone_state_dict(checkpoint: object, filename: str = '<checkpoint>') -> D
     return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
 
 
+def prefixed_state_dict(checkpoint: object, prefix: str, filename: str = '<checkpoint>') -> Dict[str, torch.Tensor]:
+    """The unwrapped state dict's keys under ``prefix``, without it (mmengine's ``Pretrained``
+    init with ``prefix``).
+
+    Raises:
+        CheckpointError: no key starts with ``prefix``.
+    """
+    state = unwrap_state_dict(checkpoint, filename)
+    prefix = prefix if prefix.endswith('.') else prefix + '.'
+    taken = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not taken:
+        tops = sorted({k.split('.')[0] + '.' for k in state})
+        raise CheckpointError(f'checkpoint {filename!r} has no key under prefix {prefix!r}: its keys start with '
+                              f'{", ".join(tops[:10])}')
+    return taken
+
+
 def load_state_dict_exactly(module: nn.Module, state: Dict[str, torch.Tensor], filename: str) -> None:
     """``module.load_state_dict(state)`` that reports every problem at once, with the file."""
     check_state_dict_fits(module, state, filename)

@@ -9,15 +9,14 @@ MACs are counted by mmengine's FlopAnalyzer on one forward pass (``mode='tensor'
 detector's heads without post-processing); see :mod:`convmlp_mm.analysis` for the columns.
 """
 import argparse
-import importlib
 import os.path as osp
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
 import convmlp_mm  # noqa: F401  (registers the backbones)
 from convmlp_mm import ConvMLP, MLPClassifier, PureMLP
+from convmlp_mm.mm import build_host_model
 from convmlp_mm.analysis import TensorForward, count_macs, count_params
 
 parser = argparse.ArgumentParser(description='Parameters and MACs of models.')
@@ -61,10 +60,7 @@ def table2() -> str:
 
 
 def config_row(path: str, shape) -> str:
-    cfg = Config.fromfile(path)
-    scope = cfg.get('default_scope')
-    with DefaultScope.overwrite_default_scope(scope):
-        model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    model, scope = build_host_model(Config.fromfile(path), path)
     model.train()  # trainable counts follow frozen_stages
     h, w = shape or ((800, 1280) if scope == 'mmdet' else (512, 512) if scope == 'mmseg' else (224, 224))
     name = osp.splitext(osp.basename(path))[0]
