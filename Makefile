@@ -1,31 +1,36 @@
 # The commands of the README: `make demo` (the main job), `make test` (the suite on the newest
 # supported stack, .venv) and `make test-oldest` (on the oldest one, .venv-oldest, the tests whose
 # behaviour depends on the versions: tests/conftest.py); `make test-all` runs both, as CI does;
-# `make test-quick` is the edit-test loop (no tool runs or trainings). Each first runs
-# tools/setup_env.sh, which creates the environment and installs its pinned stack on a fresh
-# machine and returns in a second when everything is already there.
+# `make test-quick` is the edit-test loop (the linter, then no tool runs or trainings); `make lint`
+# is the linter alone. Each first runs tools/setup_env.sh, which creates the environment and
+# installs its pinned stack on a fresh machine and returns in a second when everything is already
+# there.
 PY := .venv/bin/python
 # Two pytest-xdist workers: the suite's waits (Slurm, timeouts, process starts) overlap with
 # computing; tests that share an expensive fixture are one xdist_group (tests/conftest.py).
 PYTEST := -m pytest -n 2 --dist loadgroup --durations=30 tests
 
-.PHONY: env env-oldest test test-quick test-oldest test-all coverage demo demo-seg demo-cls
+.PHONY: env env-oldest lint test test-quick test-oldest test-all coverage demo demo-seg demo-cls
 env:
 	@tools/setup_env.sh
 
 env-oldest:
 	@tools/setup_env.sh oldest
 
+# pyflakes and pycodestyle at the project's line width (ruff.toml); part of test-quick and test-all
+lint: env
+	.venv/bin/ruff check .
+
 test: env
 	$(PY) $(PYTEST)
 
-test-quick: env
+test-quick: lint
 	$(PY) -m pytest -n 2 -m "not slow" tests
 
 test-oldest: env-oldest
 	.venv-oldest/bin/python $(PYTEST) --oldest-stack
 
-test-all: test test-oldest
+test-all: lint test test-oldest
 
 # Line coverage of convmlp_mm/ over the whole suite on the newest stack, the tools it starts
 # included (setup.cfg's [coverage:run]).

@@ -18,7 +18,7 @@ EXTRAS = {
     'cls': [MMENGINE, MMCV, 'mmpretrain>=1.2.0,<1.3'],
     'timm': ['timm>=1.0,<1.1', 'torchvision'],
     'deploy': ['onnx', 'onnxruntime>=1.16'],  # tools/deployment/export_onnx.py (--check), the benchmark's ONNX rows
-    'tests': ['pytest', 'pytest-xdist', 'coverage>=7.10', 'openmim>=0.3.9'],  # coverage: `patch = subprocess`
+    'tests': ['pytest', 'pytest-xdist', 'coverage>=7.10', 'openmim>=0.3.9', 'ruff'],  # coverage: `patch = subprocess`
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

@@ -16,11 +16,11 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.device import get_device
 
-from .data.checks import DatasetError, check_datasets_once
+from .data.checks import check_datasets_once
 from .engine.checkpoint import trust_checkpoints
 from .engine.distributed import init_cpu_process_group
 from .engine.hooks import DEFAULT_STALL_TIMEOUT
-from .mm import HOSTS, check_scope
+from .mm import check_scope
 
 
 def find_resume_checkpoint(work_dir: str) -> Optional[str]:

@@ -40,10 +40,12 @@ def install() -> None:
         raise CannotInstall(f'Slurm is not installed and cannot be installed here (needs root and apt-get): '
                             f'install {" ".join(PACKAGES)}')
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
-    for command in (['apt-get', 'update', '-qq'], ['apt-get', 'install', '-y', '-qq', '--no-install-recommends', *PACKAGES]):
+    install = ['apt-get', 'install', '-y', '-qq', '--no-install-recommends', *PACKAGES]
+    for command in (['apt-get', 'update', '-qq'], install):
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode:
-            raise RuntimeError(f'{" ".join(command)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}')
+            raise RuntimeError(f'{" ".join(command)} failed ({proc.returncode}):\n'
+                               f'{proc.stdout[-2000:]}{proc.stderr[-2000:]}')
 
 
 def node_memory_mb() -> int:

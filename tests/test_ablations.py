@@ -125,7 +125,8 @@ def test_custom_dict_takes_the_published_switches_by_default():
 
 
 @pytest.mark.parametrize('cls, key, value, message', [
-    (ConvMLP, 'stem_stage', 'resnet', "arch['stem_stage']='resnet' is invalid: expected one of ['conv', 'conv_v1', 'mlp']"),
+    (ConvMLP, 'stem_stage', 'resnet',
+     "arch['stem_stage']='resnet' is invalid: expected one of ['conv', 'conv_v1', 'mlp']"),
     (ConvMLP, 'downsample', 'pool', "expected one of ['conv', 'patch_merging']"),
     (ConvMLP, 'dwconv', 1, "arch['dwconv']=1 is invalid: expected one of [True, False]"),
     (PureMLP, 'dwconv', True, "arch['dwconv']=True is invalid: expected one of [False]"),
@@ -144,5 +145,5 @@ def test_complexity_tool_prints_table2():
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for row, (_, params_m, gmacs) in TABLE2.items():
-        line = next(l for l in out.splitlines() if l.startswith(f'| {row[-1]} '))
+        line = next(text for text in out.splitlines() if text.startswith(f'| {row[-1]} '))
         assert f'| {params_m:.2f} | {params_m:.2f} |' in line and f'| {gmacs:.2f} |' in line, line

@@ -23,10 +23,12 @@ def test_macs_at_224(family, arch, gmacs):
 
 
 @pytest.mark.slow  # starts a process or trains
-@pytest.mark.stack_independent('the tool around count_macs, which runs on torch 2.1 in test_analysis and test_ablations')
+@pytest.mark.stack_independent('the tool around count_macs, which runs on torch 2.1 in test_analysis and '
+                               'test_ablations')
 def test_complexity_tool_on_a_config_at_a_shape():
     result = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/analysis/complexity.py'),
-                              osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py'), '--shape', '96', '128'],
+                              osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py'),
+                              '--shape', '96', '128'],
                              ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
@@ -36,7 +38,8 @@ def test_complexity_tool_on_a_config_at_a_shape():
 
 
 @pytest.mark.slow  # starts a process or trains
-@pytest.mark.stack_independent('a key mapping in a subprocess; the converter functions run on both stacks in test_checkpoints')
+@pytest.mark.stack_independent('a key mapping in a subprocess; the converter functions run on both stacks in '
+                               'test_checkpoints')
 def test_convert_tool_round_trip(tmp_path):
     reference = randomised('s')
     src, mid, back = tmp_path / 'pub.pth', tmp_path / 'mm.pth', tmp_path / 'back.pth'

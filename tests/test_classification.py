@@ -219,7 +219,8 @@ def test_classification_list_with_a_bad_label_stops_with_one_error(shapes_cls, t
 
 
 @pytest.mark.slow  # starts a process or trains
-@pytest.mark.stack_independent('an mmpretrain training and drawing; classification trains on torch 2.1 in test_classification\'s recipe tests and test_cluster')
+@pytest.mark.stack_independent('an mmpretrain training and drawing; classification trains on torch 2.1 in '
+                               'test_classification\'s recipe tests and test_cluster')
 def test_quickstart_trains_then_draws_predictions_and_saliency(shapes_cls, tmp_path):
     config_path = osp.join(ROOT, 'configs/quickstart/convmlp-s_shapes-cls.py')
     options = ['--cfg-options', f'train_dataloader.dataset.data_root={shapes_cls}',

@@ -23,6 +23,10 @@ from convmlp_mm.cli import DEFAULT_STALL_TIMEOUT, add_run_hooks
 import tool_runner
 from slurm_cluster import PARTITION, CannotInstall, install, job_state, slurm_cluster
 
+SLURM_ONLY = pytest.mark.stack_independent(
+    'Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 '
+    'is covered by test_tools and test_resume')
+
 pytestmark = pytest.mark.slow  # trainings, torchrun, a Slurm cluster
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -32,8 +36,9 @@ CLS = osp.join(ROOT, 'configs/quickstart/convmlp-s_shapes-cls.py')
 # state matters; validation only after the last epoch
 OPTIONS = ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3', 'default_hooks.logger.interval=1',
            'train_dataloader.batch_size=2', 'randomness.seed=3', 'randomness.deterministic=True',
-           'model.backbone.drop_path_rate=0.1', 'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-           'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+           'model.backbone.drop_path_rate=0.1', 'val_dataloader.num_workers=0',
+           'val_dataloader.persistent_workers=False', 'test_dataloader.num_workers=0',
+           'test_dataloader.persistent_workers=False']
 
 
 def clean_env(**extra) -> dict:
@@ -156,7 +161,8 @@ RUNS = {
                                 r'Epoch\(train\)\s+\[2\]\[\s*1/8\]', 'epoch_3.pth', 8),
     'segmentation-by-iteration': (FPN, [
         'train_cfg.max_iters=12', 'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=4',
-        'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
+        'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1',
+        'train_dataloader.batch_size=2',
         'randomness.seed=3', 'randomness.deterministic=True', 'val_dataloader.num_workers=0',
         'val_dataloader.persistent_workers=False', 'test_dataloader.num_workers=0',
         'test_dataloader.persistent_workers=False'], r'Iter\(train\)\s+\[\s*5/12\]', 'iter_12.pth', 4),
@@ -224,7 +230,8 @@ class SleepOnRankOne(Hook):
 '''
 
 
-@pytest.mark.stack_independent('faulthandler and threads are Python\'s; a 2-process gloo run on torch 2.1 is test_tools\' and test_resume\'s')
+@pytest.mark.stack_independent('faulthandler and threads are Python\'s; a 2-process gloo run on torch 2.1 is '
+                               'test_tools\' and test_resume\'s')
 def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
     (data / 'sleepy_hook.py').write_text(SLEEPY_HOOK)
     config = data / 'stalled_rank.py'
@@ -245,8 +252,9 @@ def test_a_stalled_rank_stops_the_job_with_every_ranks_stacks(data):
     dumps = {rank: '\n'.join(line[len(f'[rank {rank}] '):] for line in out.splitlines()
                               if line.startswith(f'[rank {rank}] ')) for rank in (0, 1)}
     for rank, dump in dumps.items():
-        assert re.search(rf'^StallWatchdogHook: rank {rank} of 2 \(pid \d+\) made no progress for 10 s; last progress: '
-                         rf'.*^StallWatchdogHook: rank {rank} stops with exit code 124$', dump, re.S | re.M), out[-5000:]
+        pattern = (rf'^StallWatchdogHook: rank {rank} of 2 \(pid \d+\) made no progress for 10 s; last progress: '
+                   rf'.*^StallWatchdogHook: rank {rank} stops with exit code 124$')
+        assert re.search(pattern, dump, re.S | re.M), out[-5000:]
     assert 'sleepy_hook.py' in dumps[1] and 'in after_train_iter' in dumps[1]
     assert 'sleepy_hook.py' not in dumps[0] and 'convmlp_mm/engine/hooks/' in dumps[0]  # waiting in a collective
     log = glob.glob(str(data / 'stalled/*/*.log'))
@@ -319,7 +327,7 @@ def slurm_run(cluster, data, time_limited_job):
 
 
 @pytest.mark.xdist_group('slurm')  # one cluster, one reference training
-@pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
+@SLURM_ONLY
 def test_slurm_train_two_cpu_tasks_write_one_checkpoint(slurm_run):
     work, proc = slurm_run
     out = proc.stdout + proc.stderr
@@ -330,7 +338,7 @@ def test_slurm_train_two_cpu_tasks_write_one_checkpoint(slurm_run):
 
 
 @pytest.mark.xdist_group('slurm')  # one cluster, one reference training
-@pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
+@SLURM_ONLY
 def test_slurm_test_two_cpu_tasks_report_metrics_once(slurm_run, cluster, data):
     work, _ = slurm_run
     proc = subprocess.run(['bash', osp.join(ROOT, 'tools/slurm_test.sh'), PARTITION, 'convmlp-test', CLS,
@@ -368,7 +376,7 @@ def start_requeued_job_now(env, job):
 
 
 @pytest.mark.xdist_group('slurm')  # one cluster, one reference training
-@pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
+@SLURM_ONLY
 def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm_run, cluster, data):
     """sbatch runs slurm_train.sh; `scancel --signal=USR1` (what `--signal=USR1@N` sends before a
     time limit) mid-run: the tasks save iter_N.pth, Slurm requeues the job, the requeued job
@@ -390,7 +398,7 @@ def test_slurm_preemption_requeues_and_the_requeued_job_ends_bit_identical(slurm
 
 
 @pytest.mark.xdist_group('slurm')  # one cluster, one reference training
-@pytest.mark.stack_independent('Slurm job control (scontrol, srun, requeue): Slurm and mmengine are the same on both stacks; gloo on torch 2.1 is covered by test_tools and test_resume')
+@SLURM_ONLY
 def test_slurm_time_limit_requeues_and_scancel_does_not(time_limited_job):
     """A job past its time limit (Slurm's SIGTERM, reason TimeLimit) saves and is requeued; the
     requeued job, cancelled with a plain `scancel` (SIGTERM too), saves and stays cancelled."""

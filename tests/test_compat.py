@@ -46,7 +46,6 @@ def test_runner_resumes_a_checkpoint_hook_checkpoint(tmp_path):
 def _worker(rank, world_size, port, results):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    import convmlp_mm  # noqa: F401
     from mmcv.cnn import build_norm_layer
     from mmengine.registry import MODEL_WRAPPERS
 

@@ -142,8 +142,8 @@ def test_train_tool_stops_with_one_message(broken):
     workdir = osp.dirname(broken)
     os.makedirs(osp.join(workdir, 'data'))
     os.rename(broken, osp.join(workdir, 'data/shapes'))
-    proc = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/train.py'), osp.join(QUICK, 'mask-rcnn_convmlp-s_shapes.py')],
-                           workdir)
+    proc = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/train.py'),
+                            osp.join(QUICK, 'mask-rcnn_convmlp-s_shapes.py')], workdir)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
         'error: data/shapes/coco/val/val_00000.jpg: image file not found (1 of 3 images of the val split listed ' \

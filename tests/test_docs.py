@@ -93,7 +93,8 @@ def torch_home(tmp_path_factory):
 @functools.lru_cache(maxsize=None)
 def tool_help(tool: str) -> subprocess.CompletedProcess:
     """``TOOL --help``, run once per tool however many pages name it."""
-    command = [sys.executable, osp.join(ROOT, tool), '--help'] if tool.endswith('.py') else [osp.join(ROOT, tool), '--help']
+    command = [sys.executable, osp.join(ROOT, tool)] if tool.endswith('.py') else [osp.join(ROOT, tool)]
+    command.append('--help')
     return tool_runner.run(command, ROOT, timeout=300)
 
 

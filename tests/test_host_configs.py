@@ -32,7 +32,8 @@ def readme_snippet(base: str) -> str:
 RUNS = {
     'retinanet': ('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'),
     'mask-rcnn': ('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'),
-    'sem-fpn': ('mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py', 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'),
+    'sem-fpn': ('mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py',
+                'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'),
 }
 
 

@@ -30,7 +30,8 @@ CASES = {  # library -> (config, short-run options, browse_dataset's place)
     'mmpretrain': ('configs/quickstart/convmlp-s_shapes-cls.py',
                    ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1'], 'visualization/browse_dataset.py'),
 }
-NO_WORKERS = [f'{s}_dataloader.{k}' for s in ('train', 'val', 'test') for k in ('num_workers=0', 'persistent_workers=False')]
+NO_WORKERS = [f'{s}_dataloader.{k}' for s in ('train', 'val', 'test')
+              for k in ('num_workers=0', 'persistent_workers=False')]
 
 
 @pytest.fixture(scope='module')
@@ -52,7 +53,8 @@ def run(cwd, *args):
     return result.stdout + result.stderr
 
 
-@pytest.mark.stack_independent('the host libraries\' own tools are the same versions on both stacks; our configs train on torch 2.1 in test_tools')
+@pytest.mark.stack_independent('the host libraries\' own tools are the same versions on both stacks; our configs train '
+                               'on torch 2.1 in test_tools')
 @pytest.mark.parametrize('library', list(CASES))
 def test_host_tools_run_our_configs(library, project):
     config, short, browse = CASES[library]

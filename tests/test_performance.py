@@ -84,7 +84,8 @@ def test_compiled_backbone_matches():
 
 
 @pytest.mark.slow  # starts a process or trains
-@pytest.mark.stack_independent('the benchmark is a development tool run on the newest stack; its model paths (prepared, bf16, ONNX) are tested on both')
+@pytest.mark.stack_independent('the benchmark is a development tool run on the newest stack; its model paths '
+                               '(prepared, bf16, ONNX) are tested on both')
 def test_benchmark_quick_smoke(tmp_path):
     """The CI form of tools/benchmark.py: every section, with the precisions of the GPU table
     (fp16 where CPU autocast has it) measured on the CPU."""
@@ -112,6 +113,7 @@ def test_benchmark_quick_smoke(tmp_path):
     assert rows and all(0 < r['of_peak'] for r in rows)
     assert not [r for r in rows if r['precision'].startswith(emulated)]
     summary = report['summary']
-    assert {'forward_over_published_128x192', 'train_step_over_published_128x128', 'bf16_weights_forward_over_fp32_128x128',
-            'bf16_train_step_over_fp32_128x128', 'retinanet_convmlp-s_fpn_1x_coco onnxruntime over pytorch'} <= set(summary)
+    assert {'forward_over_published_128x192', 'train_step_over_published_128x128',
+            'bf16_weights_forward_over_fp32_128x128', 'bf16_train_step_over_fp32_128x128',
+            'retinanet_convmlp-s_fpn_1x_coco onnxruntime over pytorch'} <= set(summary)
     assert '| section | model | precision |' in text and '| ratio | value |' in text

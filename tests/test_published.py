@@ -24,8 +24,10 @@ pytestmark = pytest.mark.slow  # the tools on nine full-size models
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {  # config -> file name of the published checkpoint (metafile Weights)
-    **{f'configs/retinanet/retinanet_convmlp-{a}_fpn_1x_coco.py': f'detection/retinanet_convmlp_{a}_coco.pth' for a in 'sml'},
-    **{f'configs/mask_rcnn/mask-rcnn_convmlp-{a}_fpn_1x_coco.py': f'detection/maskrcnn_convmlp_{a}_coco.pth' for a in 'sml'},
+    **{f'configs/retinanet/retinanet_convmlp-{a}_fpn_1x_coco.py': f'detection/retinanet_convmlp_{a}_coco.pth'
+       for a in 'sml'},
+    **{f'configs/mask_rcnn/mask-rcnn_convmlp-{a}_fpn_1x_coco.py': f'detection/maskrcnn_convmlp_{a}_coco.pth'
+       for a in 'sml'},
     **{f'configs/sem_fpn/fpn_convmlp-{a}_8xb2-40k_ade20k-512x512.py': f'segmentation/sem_fpn_convmlp_{a}_ade20k.pth'
        for a in 'sml'},
 }
@@ -34,8 +36,8 @@ SMALL = '(96,64)'  # test-time scale: these are full-size models on the CPU
 
 def metafile_weights():
     index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
-    return {m['Config']: m['Weights'] for path in index['Import'] for m in yaml.safe_load(open(osp.join(ROOT, path)))['Models']
-            if m.get('Weights')}
+    models = [m for path in index['Import'] for m in yaml.safe_load(open(osp.join(ROOT, path)))['Models']]
+    return {m['Config']: m['Weights'] for m in models if m.get('Weights')}
 
 
 def test_the_metafiles_name_the_published_files():
@@ -110,9 +112,11 @@ def test_published_layout_loads_strictly_through_test_and_infer(config, data, tm
     assert test.returncode == 0, out[-3000:]
     assert 'do not match exactly' not in out and 'missing keys' not in out
     assert ('mIoU' if 'sem_fpn' in config else 'coco/bbox_mAP') in out
-    image = data / ('shapes/ade/images/validation/val_00000.jpg' if 'sem_fpn' in config else 'shapes/coco/val/val_00000.jpg')
-    infer = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/infer.py'), osp.join(ROOT, config), checkpoint, image,
-                             '--out-dir', tmp_path / 'pictures', '--cfg-options', *options(config, data)], tmp_path)
+    image = data / ('shapes/ade/images/validation/val_00000.jpg' if 'sem_fpn' in config
+                    else 'shapes/coco/val/val_00000.jpg')
+    infer = tool_runner.run([sys.executable, osp.join(ROOT, 'tools/infer.py'), osp.join(ROOT, config), checkpoint,
+                             image, '--out-dir', tmp_path / 'pictures', '--cfg-options', *options(config, data)],
+                            tmp_path)
     out = infer.stdout + infer.stderr
     assert infer.returncode == 0, out[-3000:]
     assert 'do not match exactly' not in out and 'missing keys' not in out

@@ -59,7 +59,8 @@ def state_of(path):
     return checkpoint['state_dict'], checkpoint['optimizer'], checkpoint['meta']
 
 
-@pytest.mark.stack_independent('the bit-identical resume on torch 2.1 is test_cluster\'s SIGTERM case; atomic writes are tested on both')
+@pytest.mark.stack_independent('the bit-identical resume on torch 2.1 is test_cluster\'s SIGTERM case; atomic writes '
+                               'are tested on both')
 def test_sigkill_then_resume_equals_an_uninterrupted_run(shapes):
     """Deterministic CPU mode: the weights after 8 iterations are bit-identical whether or not the
     run was killed (SIGKILL, with its data workers) after its iteration-4 checkpoint."""
@@ -332,7 +333,8 @@ def coco_options(root, batch_size=2):
               for k in ('num_workers=0', 'persistent_workers=False')]]
 
 
-@pytest.mark.stack_independent('image decoding and pipelines (mmcv, mmdet) are the same on both stacks; odd sizes through the backbones run on both')
+@pytest.mark.stack_independent('image decoding and pipelines (mmcv, mmdet) are the same on both stacks; odd sizes '
+                               'through the backbones run on both')
 def test_any_size_grayscale_rgba_and_empty_images_train_test_and_infer(tmp_path):
     root = tmp_path / 'odd'
     write_coco(root, [('tiny.png', (32, 32), 'RGB', [(4, 4, 20, 16)]),

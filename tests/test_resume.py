@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow  # trainings through tools/train.py
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'tools/train.py')
 CLS = osp.join(ROOT, 'configs/quickstart/convmlp-s_shapes-cls.py')
+LOOP_BOOKKEEPING = pytest.mark.stack_independent(
+    'loop bookkeeping in mmengine, the same on both stacks; the 2-process case runs on torch 2.1')
 QUIET = ['train_cfg.val_interval=100', 'default_hooks.logger.interval=1', 'randomness.seed=3',
          'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
          'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
@@ -49,7 +51,7 @@ def meta(path):
     return torch.load(path, map_location='cpu', weights_only=False)['meta']
 
 
-@pytest.mark.stack_independent('loop bookkeeping in mmengine, the same on both stacks; the 2-process case runs on torch 2.1')
+@LOOP_BOOKKEEPING
 def test_epoch_boundary_checkpoint_resumes_with_a_larger_batch(data):
     """2 epochs at batch 1 (8 iterations each), then --resume at batch 4 to 4 epochs."""
     work = data / 'batch-1-to-4'
@@ -62,7 +64,7 @@ def test_epoch_boundary_checkpoint_resumes_with_a_larger_batch(data):
     assert meta(work / 'epoch_4.pth')['epoch'] == 4 and meta(work / 'epoch_4.pth')['iter'] == 16 + 2 * 2
 
 
-@pytest.mark.stack_independent('loop bookkeeping in mmengine, the same on both stacks; the 2-process case runs on torch 2.1')
+@LOOP_BOOKKEEPING
 def test_mid_epoch_checkpoint_restarts_its_epoch_when_the_batch_size_changed(data):
     """Batch 4 (2 iterations an epoch), a checkpoint after iteration 3 (in epoch 2); resumed at
     batch 1 the epoch restarts with one warning; at batch 4 it skips the one trained batch."""

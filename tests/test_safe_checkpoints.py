@@ -20,7 +20,6 @@ from mmengine.runner import Runner
 from toy import ToyDataset, ToyModel, experiment_name
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import convmlp_mm
 from convmlp_mm.mm import ConvMLP
 from convmlp_mm.engine.checkpoint import (LOADERS, CheckpointError, CheckpointNotFoundError, checkpoint_globals,
                                           load_checkpoint, load_safely, safe_checkpoint_loading, trust_checkpoint)
@@ -55,7 +54,8 @@ def payloads(marker):
         ('subprocess.call', Payload(sp.call, ['touch', str(marker)]), 'subprocess.call'),
         ('builtins.eval', Payload(builtins.eval, code), 'builtins.eval'),
         ('builtins.exec', Payload(builtins.exec, code), 'builtins.exec'),
-        ('getattr', Payload(getattr, HistoryBuffer, '__init__'), "getattr(mmengine.logging.history_buffer.HistoryBuffer, '__init__')"),
+        ('getattr', Payload(getattr, HistoryBuffer, '__init__'),
+         "getattr(mmengine.logging.history_buffer.HistoryBuffer, '__init__')"),
         ('object array', np.array([Payload(builtins.eval, code)], dtype=object), 'builtins.eval'),
     ]
 
@@ -241,7 +241,8 @@ def test_timm_pretrained_file_loads_the_published_weights(tmp_path):
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         assert torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-5)
-    headless = timm.create_model('convmlp_s', pretrained=True, num_classes=7, pretrained_cfg_overlay=dict(file=str(path)))
+    headless = timm.create_model('convmlp_s', pretrained=True, num_classes=7,
+                                 pretrained_cfg_overlay=dict(file=str(path)))
     assert headless.get_classifier().out_features == 7
     assert torch.equal(headless.backbone.tokenizer.block[0].weight, model.backbone.tokenizer.block[0].weight)
 

@@ -84,7 +84,8 @@ def test_group_matcher_orders_stem_stages_head():
         first = {name: group for group, names in groups.items() for name in names}
         assert first['backbone.tokenizer.block.0.weight'] == 0
         assert first['backbone.conv_stages.downsample.weight'] < first['backbone.stages.0.blocks.0.norm1.weight']
-        assert first['backbone.stages.2.blocks.1.norm1.weight'] == first['norm.weight']  # timm's (99999,): the previous group
+        # timm's (99999,): the previous group
+        assert first['backbone.stages.2.blocks.1.norm1.weight'] == first['norm.weight']
         assert len(groups) == (6 if coarse else 11)  # stem, conv stage, 3 stages or 8 blocks, head
 
 

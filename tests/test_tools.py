@@ -46,7 +46,8 @@ def run(args, cwd, env=None):
 
 @pytest.mark.parametrize('config', [
     pytest.param(name, marks=[] if name.startswith('mask-rcnn') else pytest.mark.stack_independent(
-        'config plumbing of mmdet/mmseg, the same on both stacks; Mask R-CNN (mmcv ops built for each torch) runs on both'))
+        'config plumbing of mmdet/mmseg, the same on both stacks; Mask R-CNN (mmcv ops built for each torch) '
+        'runs on both'))
     for name in QUICK])
 def test_train_then_test(workspace, config):
     path = osp.join(ROOT, 'configs/quickstart', config)

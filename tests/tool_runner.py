@@ -169,7 +169,8 @@ def start() -> None:
         _runner = ToolRunner()
 
 
-def run(command: Sequence, cwd, env: Optional[Dict[str, str]] = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def run(command: Sequence, cwd, env: Optional[Dict[str, str]] = None,
+        timeout: float = 900) -> subprocess.CompletedProcess:
     """``subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)``;
     a Python script or module runs in a child of this process's zygote (started at the first call)."""
     command = [str(c) for c in command]

@@ -15,7 +15,7 @@ class ToyModel(BaseModel):
         out = self.linear(torch.stack(inputs) if isinstance(inputs, list) else inputs)
         if mode == 'loss':
             return dict(loss=(out.squeeze(-1) - torch.stack(labels)).square().mean())
-        return [dict(pred=o, label=l) for o, l in zip(out, labels)]
+        return [dict(pred=o, label=y) for o, y in zip(out, labels)]
 
 
 class ToyDataset(torch.utils.data.Dataset):

@@ -59,7 +59,8 @@ parser.add_argument('--precisions', nargs='+', choices=sorted(DTYPES),
                     help='dtypes measured besides fp32 (default: bf16 on the CPU, fp16 and bf16 on CUDA)')
 parser.add_argument('--out', default='outputs/benchmark.json')
 parser.add_argument('--repeats', type=int,
-                    help='timed runs per measurement (default 5, quick 2), after two warm-up runs (one with --repeats 1)')
+                    help='timed runs per measurement (default 5, quick 2), after two warm-up runs '
+                         '(one with --repeats 1)')
 parser.add_argument('--no-compile', action='store_true', help='skip the torch.compile row')
 SECTIONS = ('backbones', 'models', 'onnx', 'ddp', 'scaling')
 parser.add_argument('--sections', nargs='+', choices=SECTIONS, default=list(SECTIONS),
@@ -308,7 +309,8 @@ def plan(quick: bool, device: str, extra: List[str]) -> Dict[str, object]:
         return dict(sizes=[(128, 192), (128, 128)], backbones=['convmlp-s', 'published convmlp-s', 'fused convmlp-s',
                                                              'puremlp-s', 'r18'],
                     low=low, low_backbones=['convmlp-s'], low_sizes=[(128, 128)],
-                    configs=['retinanet/retinanet_convmlp-s_fpn_1x_coco.py', 'mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py',
+                    configs=['retinanet/retinanet_convmlp-s_fpn_1x_coco.py',
+                             'mask_rcnn/mask-rcnn_convmlp-s_fpn_1x_coco.py',
                              'sem_fpn/fpn_convmlp-s_8xb2-40k_ade20k-512x512.py'],
                     config_precisions=inference, config_sizes={'mmdet': (128, 192), 'mmseg': (128, 128)},
                     onnx=[None, 'retinanet/retinanet_convmlp-s_fpn_1x_coco.py',
@@ -326,7 +328,8 @@ def plan(quick: bool, device: str, extra: List[str]) -> Dict[str, object]:
                 low_sizes=[(800, 1216), (512, 512)] if native else [(512, 512)],
                 configs=configs, config_precisions=inference if native else ['fp32', 'fp32, prepared'],
                 config_sizes={'mmdet': (800, 1216), 'mmseg': (512, 512)},
-                onnx=[None, 'retinanet/retinanet_convmlp-s_fpn_1x_coco.py', 'sem_fpn/fpn_convmlp-s_8xb2-40k_ade20k-512x512.py'],
+                onnx=[None, 'retinanet/retinanet_convmlp-s_fpn_1x_coco.py',
+                      'sem_fpn/fpn_convmlp-s_8xb2-40k_ade20k-512x512.py'],
                 ddp_shape=(2, 3, 512, 512), megapixels=[(416, 608), (576, 864), (800, 1248), (1152, 1728)],
                 compile=True, matmul_largest=4096)
 
@@ -452,7 +455,8 @@ def summarise(rows: List[dict], sizes) -> Dict[str, float]:
         summary[f'train_step_over_published_{tag}'] = (seconds('train step', 'published convmlp-s', size=size)
                                                        / seconds('train step', 'convmlp-s', size=size))
         for d in ('bf16', 'fp16'):
-            summary[f'{d}_autocast_forward_over_fp32_{tag}'] = fp32 / seconds('forward', 'convmlp-s', f'{d} autocast', size)
+            summary[f'{d}_autocast_forward_over_fp32_{tag}'] = fp32 / seconds('forward', 'convmlp-s',
+                                                                              f'{d} autocast', size)
             summary[f'{d}_weights_forward_over_fp32_{tag}'] = fp32 / seconds('forward', 'convmlp-s',
                                                                              f'{d} weights, prepared', size)
             summary[f'{d}_train_step_over_fp32_{tag}'] = (seconds('train step', 'convmlp-s', size=size)
@@ -472,7 +476,8 @@ def summarise(rows: List[dict], sizes) -> Dict[str, float]:
 def markdown(report: dict) -> str:
     peaks = ', '.join(f'{d} {v:.1f}' for d, v in report['matmul_peak_gflops'].items())
     lines = [f"Machine: {report['machine']}; matrix-product peaks (GFLOP/s): {peaks}.", '',
-             '| section | model | precision | input | ms / batch | images/s | peak MiB | GFLOP/s | of its peak | s / MP |',
+             '| section | model | precision | input | ms / batch | images/s | peak MiB | GFLOP/s | of its peak '
+             '| s / MP |',
              '|---|---|---|---|---|---|---|---|---|---|']
     for r in report['rows']:
         lines.append(f"| {r['section']} | {r['model']} | {r['precision']} | {r['batch']}x{r['input']} "

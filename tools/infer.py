@@ -51,7 +51,8 @@ def montage(files, out_file: str, columns: int = 4, scale: int = 3) -> None:
     rows = (len(tiles) + columns - 1) // columns
     sheet = Image.new('RGB', (w * min(columns, len(tiles)), h * rows), 'white')
     for i, tile in enumerate(tiles):
-        sheet.paste(tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST), ((i % columns) * w, (i // columns) * h))
+        big = tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
+        sheet.paste(big, ((i % columns) * w, (i // columns) * h))
     sheet.save(out_file)
 
 

@@ -54,7 +54,8 @@ param_scheduler = [
          T_max=epochs - warmup_epochs),
     # the cool-down: no scheduler after `epochs`, so the lr stays at min_lr
 ]
-train_cfg = dict(_delete_=True, type='ResumableEpochBasedTrainLoop', max_epochs=epochs + cooldown_epochs, val_interval=10)
+train_cfg = dict(_delete_=True, type='ResumableEpochBasedTrainLoop', max_epochs=epochs + cooldown_epochs,
+                 val_interval=10)
 default_hooks = dict(checkpoint=dict(backend_args=dict(backend='atomic_local')))
 # Other GPU counts: `tools/train.py --auto-scale-lr` scales lr linearly from 1024 images per step.
 auto_scale_lr = dict(enable=False, base_batch_size=1024)

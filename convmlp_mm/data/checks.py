@@ -161,7 +161,8 @@ def check_coco(dataset: dict, files: Files, classes: Optional[tuple]) -> None:
         coco = json.loads(text)
     except ValueError as error:
         raise DatasetError(f'{path}: not a COCO annotation file (not JSON: {error})') from error
-    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ('images', 'annotations', 'categories')):
+    lists = ('images', 'annotations', 'categories')
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in lists):
         keys = sorted(coco) if isinstance(coco, dict) else type(coco).__name__
         raise DatasetError(f'{path}: not a COCO annotation file: expected the lists "images", "annotations" and '
                            f'"categories", found {keys}')

@@ -140,7 +140,8 @@ def _write_detection(tmp: str, num_train: int, num_val: int, size: Tuple[int, in
             img, semantic, instances = _sample(rng, h, w, max_shapes)
             name = f'{split}_{index:05d}'
             Image.fromarray(img).save(osp.join(tmp, f'coco/{split}/{name}.jpg'), quality=95)
-            shutil.copyfile(osp.join(tmp, f'coco/{split}/{name}.jpg'), osp.join(tmp, f'ade/images/{ade_split}/{name}.jpg'))
+            shutil.copyfile(osp.join(tmp, f'coco/{split}/{name}.jpg'),
+                            osp.join(tmp, f'ade/images/{ade_split}/{name}.jpg'))
             Image.fromarray(semantic).save(osp.join(tmp, f'ade/annotations/{ade_split}/{name}.png'))
             images.append(dict(id=index + 1, file_name=f'{name}.jpg', height=h, width=w))
             for label, mask in instances:

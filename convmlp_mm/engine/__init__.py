@@ -25,15 +25,14 @@ from .amp import CPUAmpOptimWrapper
 from .checkpoint import SafeCheckpointLoadHook, load_checkpoint, safe_checkpoint_loading, trust_checkpoint
 from .distributed import CPUDistributedDataParallel, init_cpu_process_group
 from .fileio import AtomicLocalBackend, write_atomically
-from .hooks import (CheckpointFitsHook, FiniteLossHook, Preempted, PreemptionHook, PrepareInferenceHook, RandomStateHook,
-                    StallWatchdogHook)
+from .hooks import (CheckpointFitsHook, FiniteLossHook, Preempted, PreemptionHook, PrepareInferenceHook,
+                    RandomStateHook, StallWatchdogHook)
 from .memory import keep_freed_memory
 from .loops import AmpTestLoop, ResumableEpochBasedTrainLoop, ResumableIterBasedTrainLoop
 from .ops import mmcv_ops_for_prepared_models
 
 __all__ = ['AmpTestLoop', 'AtomicLocalBackend', 'CPUAmpOptimWrapper', 'CPUDistributedDataParallel',
-           'CheckpointFitsHook', 'FiniteLossHook',
-           'Preempted', 'PreemptionHook', 'PrepareInferenceHook', 'RandomStateHook', 'ResumableEpochBasedTrainLoop',
-           'ResumableIterBasedTrainLoop', 'SafeCheckpointLoadHook', 'StallWatchdogHook', 'init_cpu_process_group',
-           'keep_freed_memory', 'load_checkpoint', 'mmcv_ops_for_prepared_models', 'safe_checkpoint_loading', 'trust_checkpoint',
-           'write_atomically']
+           'CheckpointFitsHook', 'FiniteLossHook', 'Preempted', 'PreemptionHook', 'PrepareInferenceHook',
+           'RandomStateHook', 'ResumableEpochBasedTrainLoop', 'ResumableIterBasedTrainLoop', 'SafeCheckpointLoadHook',
+           'StallWatchdogHook', 'init_cpu_process_group', 'keep_freed_memory', 'load_checkpoint',
+           'mmcv_ops_for_prepared_models', 'safe_checkpoint_loading', 'trust_checkpoint', 'write_atomically']

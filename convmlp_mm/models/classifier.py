@@ -2,7 +2,7 @@
 on our backbones, as a timm model (``convmlp_s`` etc.; torch only). The same head for
 mmpretrain's ``ImageClassifier`` is :class:`convmlp_mm.mm.MLPClsHead`.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn

@@ -5,8 +5,8 @@
 (ConvMLP only: Pure-MLP has no published weights), or reads
 ``pretrained_cfg_overlay=dict(file=PATH)``, weights-only with torch alone
 (:func:`~convmlp_mm.models.weights.read_checkpoint`); with another ``num_classes`` the classifier
-stays freshly initialised (none with ``num_classes=0``), and ``features_only`` models take the backbone's weights (timm's
-feature wrapper has pruned the head). Imported only when timm is installed.
+stays freshly initialised (none with ``num_classes=0``), and ``features_only`` models take the
+backbone's weights (timm's feature wrapper has pruned the head). Imported only when timm is installed.
 """
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model

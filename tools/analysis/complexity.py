@@ -82,7 +82,8 @@ def main() -> None:
         h, w = args.shape or (224, 224)
         for family in (ConvMLP, PureMLP):
             for arch in 'sml':
-                print(row(f'{family.__name__}-{arch.upper()} (1000 classes)', MLPClassifier(family.__name__, arch), h, w))
+                name = f'{family.__name__}-{arch.upper()}'
+                print(row(f'{name} (1000 classes)', MLPClassifier(family.__name__, arch), h, w))
                 print(row(f'{family.__name__}-{arch.upper()} backbone', family(arch), h, w))
     for path in args.configs:
         print(config_row(path, args.shape))

@@ -13,8 +13,8 @@ class CheckpointFitsHook(Hook):
     ``custom_hooks=[dict(type='CheckpointFitsHook', filename=...)]``). mmengine loads
     with ``strict=False`` (missing and unexpected keys only logged); a resumed run must continue
     the same model and a test must evaluate the checkpoint's weights, so the checkpoint mmengine
-    has just read must fit the model (unwrapped from DDP and test-time augmentation) exactly, or :class:`CheckpointError`
-    (keys, both shapes) stops the run before any weight is loaded.
+    has just read must fit the model (unwrapped from DDP and test-time augmentation) exactly, or
+    :class:`CheckpointError` (keys, both shapes) stops the run before any weight is loaded.
 
     Args:
         filename (str): The checkpoint, for the message.

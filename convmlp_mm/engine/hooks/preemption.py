@@ -61,8 +61,9 @@ class PreemptionHook(Hook):
     saved where the :class:`~mmengine.hooks.CheckpointHook` saves (``last_checkpoint`` names
     it), rank 0 asks Slurm to requeue the job (when ``requeue``, the run is a Slurm job and the
     signal was SIGUSR1 or a time limit's SIGTERM: see :func:`requeue_slurm_job`), and every
-    rank raises :class:`Preempted`, which exits with 128 + the signal's number. ``tools/train.py --resume`` (automatic in a requeued Slurm job) continues
-    from that checkpoint, in the middle of its epoch (with the resumable loops of
+    rank raises :class:`Preempted`, which exits with 128 + the signal's number.
+    ``tools/train.py --resume`` (automatic in a requeued Slurm job) continues from that
+    checkpoint, in the middle of its epoch (with the resumable loops of
     :mod:`convmlp_mm.engine.loops`), to the weights an uninterrupted run ends with.
 
     A signal during validation takes effect at the first training iteration after it. The data
