@@ -185,7 +185,7 @@ def load_config(filename: str, options: dict, launcher: str, work_dir: Optional[
         ValueError: unknown scope, or a malformed ``trusted_checkpoints`` entry.
     """
     cfg = Config.fromfile(filename)
-    cfg.merge_from_dict(options)
+    cfg.merge_from_dict(options or {})
     check_scope(cfg, filename)
     trust_from(cfg, trusted)
     cfg.launcher = launcher
@@ -244,8 +244,6 @@ def enable_auto_scale_lr(cfg: Config, filename: str) -> None:
     scale.enable = True
 
 
-
-
 # ------------------------------------------------------------------ the hosts' tools' flags
 LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
 
@@ -255,7 +253,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/CONFIG_NAME)')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision (fp16 on GPU, bf16 on CPU); in test.py, autocast')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_cfg.max_epochs=1')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from convmlp_mm import mmpretrain_to_published, published_to_mmpretrain
+from convmlp_mm.engine.checkpoint import load_checkpoint
 from convmlp_mm.mm import ConvMLP, PureMLP  # init_cfg
 from published_convmlp import randomised
 
@@ -129,8 +130,39 @@ def test_truncated_file_names_the_file(tmp_path):
     path = tmp_path / 'truncated.pth'
     torch.save(ConvMLP('s').state_dict(), path)
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(RuntimeError, match='cannot load checkpoint .*truncated.pth'):
+    with pytest.raises(RuntimeError, match=r'cannot load checkpoint .*truncated.pth.*: the file is truncated or '
+                                           r'corrupt \(.*\); expected a complete file written by torch.save'):
         ConvMLP('s', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+
+
+class NotAllowed:
+    pass
+
+
+def test_a_refused_global_is_named(tmp_path):
+    path = tmp_path / 'pickled.pth'
+    torch.save(dict(state_dict=ConvMLP('s').state_dict(), extra=NotAllowed()), path)
+    with pytest.raises(RuntimeError, match=r"cannot load checkpoint .*pickled.pth.*test_checkpoints.NotAllowed"):
+        load_checkpoint(str(path))
+
+
+def test_an_unknown_open_mmlab_name_says_so():
+    with pytest.raises(RuntimeError, match=r"cannot load checkpoint 'open-mmlab://resnet51_v1c': 'resnet51_v1c' is "
+                                           r'not a model name of open-mmlab://; expected one of the \d+ names '
+                                           r'mmengine knows there \(e.g. '):
+        load_checkpoint('open-mmlab://resnet51_v1c')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the error is that of a machine without a GPU')
+def test_cuda_tensors_on_a_machine_without_a_gpu_say_map_location(tmp_path, monkeypatch):
+    path = tmp_path / 'gpu.pth'
+    with monkeypatch.context() as patch:  # saved as a GPU machine saves: storages tagged cuda:0
+        patch.setattr(torch.serialization, 'location_tag', lambda storage: 'cuda:0')
+        torch.save(ConvMLP('s').state_dict(), path)
+    with pytest.raises(RuntimeError, match="saved on a CUDA device and this machine has no GPU; expected "
+                                           "map_location='cpu'"):
+        load_checkpoint(str(path))
+    assert set(load_checkpoint(str(path), map_location='cpu')) == set(ConvMLP('s').state_dict())
 
 
 def test_pure_mlp_round_trips_its_own_checkpoint(tmp_path):
