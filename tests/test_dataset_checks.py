@@ -19,6 +19,7 @@ from mmengine.fileio.backends import registry_utils
 from PIL import Image
 
 from convmlp_mm import cli
+from convmlp_mm.data import checks
 from convmlp_mm.data.checks import DatasetError, check_datasets, classifying_heads
 
 
@@ -150,6 +151,22 @@ def test_class_counts_compare_only_the_heads_that_classify_the_datasets_classes(
         check_datasets(cfg, splits=('train',))
 
 
+@pytest.mark.parametrize('config', [
+    'mmdet::mm_grounding_dino/coco/grounding_dino_swin-t_finetune_16xb4_1x_coco.py',  # 256 text tokens
+    'mmdet::glip/lvis/glip_atss_swin-t_a_fpn_dyhead_pretrain_zeroshot_lvis.py',
+    'mmseg::stdc/stdc1_4xb12-80k_cityscapes-512x1024.py',  # a 2-class boundary head
+    'mmpretrain::efficientnet_v2/efficientnetv2-s_8xb32_in21k.py',  # ImageNet's type on ImageNet-21k lists
+])
+def test_heads_with_class_counts_of_their_own_pass(config):
+    """Host configs that a class-count comparison without :data:`OWN_CLASS_HEADS`, the
+    open-vocabulary rule and :data:`LABELS_FROM_CLASSES` refuses; a sweep of all 2,042 configs of
+    mmdet 3.3.0, mmseg 1.2.2 and mmpretrain 1.2.0 finds no other."""
+    cfg = host_config(config)
+    heads = classifying_heads(cfg.model)
+    for split, dataset in checks._datasets(cfg, ('train', 'val', 'test')):
+        checks.check_class_count(split, dataset, checks.dataset_class(dataset.type, cfg.default_scope), heads)
+
+
 def test_the_dataset_class_default_classes_must_be_in_the_annotation_file(tmp_path, monkeypatch):
     """A COCO-format file of one's own with the config's metainfo left out: mmdet would keep only
     the annotations of COCO's 80 class names."""
@@ -239,9 +256,9 @@ def test_a_dataset_over_http_is_checked_as_far_as_http_can_and_mmdet_reads_it(tm
     assert lines == [f'dataset check of the val split: HTTPBackend cannot test files ({dataset.ann_file}); that '
                      'check is skipped',
                      f'dataset check of the val split: HTTPBackend cannot test folders ({http_root}/data/coco/'
-                     'val2017); that check is skipped',
+                     'val2017/); that check is skipped',
                      f'dataset check of the val split: HTTPBackend cannot list folders ({http_root}/data/coco/'
-                     'val2017); that check is skipped']
+                     'val2017/); that check is skipped']
     assert build_dataset(cfg, dataset)[0]['img_path'] == f'{http_root}/data/coco/val2017/000000000009.jpg'
     dataset.ann_file = f'{http_root}/data/coco/annotations/instances_val2018.json'
     with pytest.raises(DatasetError, match='instances_val2018.json: annotation file of the val split cannot be '

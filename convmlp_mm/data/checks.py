@@ -42,6 +42,14 @@ DECODE_LIMIT = 2000
 CLASSIFYING_HEADS = ('bbox_head', 'roi_head.bbox_head', 'roi_head.mask_head', 'decode_head', 'auxiliary_head',
                      'head')
 
+#: Heads at those paths whose classes are not the dataset's: STDC's boundary head (2 classes).
+OWN_CLASS_HEADS = ('STDCHead',)
+
+#: The hosts whose datasets take their labels from the class list (mmdet matches category names,
+#: mmseg counts classes); mmpretrain's lists carry their own integer labels, so there only the
+#: config's own ``metainfo`` classes are compared.
+LABELS_FROM_CLASSES = ('mmdet', 'mmseg')
+
 #: The COCO images' URL prefix that LVIS gives instead of a file name (mmdet strips it).
 COCO_URL = 'http://images.cocodataset.org/'
 
@@ -118,7 +126,7 @@ class Files:
     def list_files(self, folder: str, suffix: Optional[str] = None, recursive: bool = False) -> Optional[List[str]]:
         """The files under ``folder`` (relative paths, hidden ones left out, as mmengine lists
         them), or None where the backend cannot list."""
-        if isinstance(self.backend(folder), LocalBackend):
+        if getattr(type(self.backend(folder)), 'list_dir_or_file', None) is LocalBackend.list_dir_or_file:
             return local_files(folder, suffix, recursive)
         listed = self._ask('list folders', 'list_dir_or_file', folder, list_dir=False, suffix=suffix,
                            recursive=recursive)
@@ -287,7 +295,11 @@ def _datasets(cfg: Config, splits: Sequence[str]) -> Iterator[Tuple[str, dict]]:
 
 
 def classifying_heads(model: dict) -> List[Tuple[str, int]]:
-    """(where, num_classes) of the heads of :data:`CLASSIFYING_HEADS` that declare a class count."""
+    """(where, num_classes) of the heads of :data:`CLASSIFYING_HEADS` that declare a class count
+    (not those of :data:`OWN_CLASS_HEADS`); none in an open-vocabulary detector (a model with a
+    ``language_model``: GLIP, Grounding DINO), whose heads score text tokens."""
+    if 'language_model' in model:
+        return []
     found = []
     for path in CLASSIFYING_HEADS:
         node, where = model, 'model'
@@ -295,7 +307,8 @@ def classifying_heads(model: dict) -> List[Tuple[str, int]]:
             node = node.get(key) if isinstance(node, dict) else None
             where += '.' + key
         for i, head in enumerate(node if isinstance(node, (list, tuple)) else [node]):
-            if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+            if isinstance(head, dict) and isinstance(head.get('num_classes'), int) and \
+                    str(head.get('type', '')).split('.')[-1] not in OWN_CLASS_HEADS:
                 found.append((where + (f'[{i}]' if isinstance(node, (list, tuple)) else ''), head['num_classes']))
     return found
 
@@ -320,15 +333,29 @@ def init_defaults(cls: Optional[type]) -> Dict[str, Any]:
 
 def dataset_classes(dataset: dict, cls: Optional[type]) -> Tuple[Optional[tuple], Optional[tuple], str]:
     """(the dataset's classes, those its detection heads classify, where they come from): the
-    config's ``metainfo``, else the class's own ``METAINFO``; a panoptic dataset's heads classify
-    its ``thing_classes``."""
+    config's ``metainfo``, else the class's own ``METAINFO`` (:data:`LABELS_FROM_CLASSES`); a
+    panoptic dataset's heads classify its ``thing_classes``."""
     info, source = dict(dataset.get('metainfo') or {}), 'the config\'s metainfo'
-    if 'classes' not in info and cls is not None and getattr(cls, 'METAINFO', {}).get('classes'):
+    if 'classes' not in info and cls is not None and cls.__module__.split('.')[0] in LABELS_FROM_CLASSES and \
+            getattr(cls, 'METAINFO', {}).get('classes'):
         info, source = {**cls.METAINFO, **info}, f'{cls.__name__} (its default)'
     if not info.get('classes'):
         return None, None, source
     classes = tuple(info['classes'])
     return classes, tuple(info.get('thing_classes') or classes), source
+
+
+def check_class_count(split: str, dataset: dict, cls: Optional[type],
+                      heads: List[Tuple[str, int]]) -> Tuple[Optional[tuple], Optional[tuple], str]:
+    """The ``heads`` (:func:`classifying_heads`) classify as many classes as the dataset has;
+    returns :func:`dataset_classes`."""
+    classes, classified, source = dataset_classes(dataset, cls)
+    wrong = [(where, n) for where, n in heads if classified is not None and n != len(classified)]
+    if wrong:
+        where, n = wrong[0]
+        raise DatasetError(f'the {split} dataset has {len(classified)} classes {classified[:20]} (from {source}) '
+                           f'but {where}.num_classes={n}: make them agree in the config')
+    return classes, classified, source
 
 
 def check_datasets(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test'), log: Log = print) -> None:
@@ -347,12 +374,7 @@ def check_datasets(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')
         kind = str(dataset.get('type', ''))
         name = kind.split('.')[-1]
         cls = dataset_class(kind, cfg.get('default_scope'))
-        classes, classified, source = dataset_classes(dataset, cls)
-        wrong = [(where, n) for where, n in heads if classified is not None and n != len(classified)]
-        if wrong:
-            where, n = wrong[0]
-            raise DatasetError(f'the {split} dataset has {len(classified)} classes {classified[:20]} (from {source}) '
-                               f'but {where}.num_classes={n}: make them agree in the config')
+        classes, _, source = check_class_count(split, dataset, cls, heads)
         files = Files(dataset, split, log)
         prefix = dataset.get('data_prefix') or {}
         if 'ann_file' in dataset and ('Coco' in name or 'LVIS' in name):
