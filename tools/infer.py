@@ -23,9 +23,9 @@ from convmlp_mm import prepare_inference
 from convmlp_mm.compat import emulated_bf16_warning
 from convmlp_mm.data.checks import DatasetError, check_image
 from convmlp_mm.engine import mmcv_ops_for_prepared_models, safe_checkpoint_loading
-from convmlp_mm.engine.checkpoint import load_safely
+from convmlp_mm.engine.checkpoint import load_checkpoint
 from convmlp_mm.models.weights import CheckpointError, check_state_dict_fits, unwrap_state_dict
-from convmlp_mm.cli import TRUST_HELP, trust_from
+from convmlp_mm.cli import TRUST_HELP, checkpoint_argument, trust_from
 from convmlp_mm.engine import keep_freed_memory
 from convmlp_mm.mm import check_scope
 
@@ -80,7 +80,8 @@ def load_model(cfg: Config, checkpoint: str, device: str):
 def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()
-    for path in [args.checkpoint, *args.images]:
+    checkpoint_argument(parser, args.checkpoint)
+    for path in args.images:
         if not osp.isfile(path):
             parser.error(f'{path}: file not found')
     for path in args.images:
@@ -94,7 +95,7 @@ def main() -> None:
         trust_from(cfg, args.trust_checkpoint)
         with safe_checkpoint_loading():  # the host's init_model reads the checkpoint weights-only
             model, infer, visualizers = load_model(cfg, args.checkpoint, args.device)
-        state = unwrap_state_dict(load_safely(args.checkpoint, map_location='cpu'), args.checkpoint)
+        state = unwrap_state_dict(load_checkpoint(args.checkpoint, map_location='cpu'), args.checkpoint)
         check_state_dict_fits(model, state, args.checkpoint)
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')

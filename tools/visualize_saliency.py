@@ -23,7 +23,7 @@ import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
 from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.data.checks import DatasetError, check_image
 from convmlp_mm.engine import safe_checkpoint_loading
-from convmlp_mm.cli import TRUST_HELP, trust_from
+from convmlp_mm.cli import TRUST_HELP, checkpoint_argument, trust_from
 from convmlp_mm.mm import check_scope
 
 matplotlib.use('Agg')
@@ -72,7 +72,8 @@ def draw(rows: List[Tuple[str, np.ndarray, np.ndarray, str]], out: str) -> None:
 
 def main() -> None:
     args = parser.parse_args()
-    for path in [args.checkpoint, *args.images]:
+    checkpoint_argument(parser, args.checkpoint)
+    for path in args.images:
         if not osp.isfile(path):
             parser.error(f'{path}: file not found')
     cfg = Config.fromfile(args.config)

@@ -19,6 +19,7 @@ import sys
 import torch
 
 import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
+from convmlp_mm.cli import checkpoint_argument
 from convmlp_mm.models.weights import CheckpointError
 from convmlp_mm.deployment import (PARTS, ExportError, TensorGraph, build_model, export_onnx, max_relative_errors,
                                    ort_session)
@@ -42,8 +43,8 @@ def main() -> None:
     for package in ['onnx'] + (['onnxruntime'] if args.check else []):
         if importlib.util.find_spec(package) is None:
             parser.exit(2, f"error: {package} is not installed: pip install 'convmlp_mm[deploy]' (onnx, onnxruntime)\n")
-    if args.checkpoint and not osp.isfile(args.checkpoint):
-        parser.error(f'checkpoint {args.checkpoint!r} does not exist')
+    if args.checkpoint:
+        checkpoint_argument(parser, args.checkpoint)
     try:
         model, scope = build_model(args.config, args.checkpoint)
         graph = TensorGraph(model, scope, args.part)
