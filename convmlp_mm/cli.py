@@ -10,7 +10,7 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config, DictAction
@@ -21,12 +21,23 @@ from .engine.checkpoint import trust_checkpoints
 from .engine.distributed import init_cpu_process_group
 from .engine.hooks import DEFAULT_STALL_TIMEOUT
 from .mm import check_scope
+from .models.weights import pickled_strings
 
 
-def find_resume_checkpoint(work_dir: str) -> Optional[str]:
+def resumable(path: str) -> bool:
+    """Whether checkpoint ``path`` holds the optimizer and message-hub state a resume reads (seen
+    in its pickle's strings, without loading it); a best-metric or published file does not."""
+    try:
+        return {'optimizer', 'message_hub'} <= pickled_strings(path)
+    except Exception:  # unreadable, truncated: not one to resume from
+        return False
+
+
+def find_resume_checkpoint(work_dir: str, log: Callable[[str], None] = print) -> Optional[str]:
     """The checkpoint ``tools/train.py --resume`` continues from: the one named in the work dir's
     ``last_checkpoint`` file, or, when that file is missing, empty or names a file that is gone
-    (a job killed while writing it), the newest ``*.pth`` in the work dir. None if there is none.
+    (a job killed while writing it), the newest ``*.pth`` in the work dir that can be resumed
+    (:func:`resumable`; never ``best_*``), said in a ``log`` line. None if there is none.
     Checkpoint files themselves are written atomically (:class:`~convmlp_mm.engine.AtomicLocalBackend`)."""
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
@@ -34,8 +45,15 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
             named = f.read().strip()
         if named and osp.isfile(named):
             return named
-    candidates = glob.glob(osp.join(work_dir, '*.pth'))  # not the hidden .NAME.partial-PID files
-    return max(candidates, key=osp.getmtime) if candidates else None
+    passed = []
+    # not the hidden .NAME.partial-PID files
+    for path in sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True):
+        if not osp.basename(path).startswith('best_') and resumable(path):
+            log(f'no usable last_checkpoint in {work_dir}: resuming from {path}, the newest checkpoint with '
+                'optimizer and message-hub state' + (f' (passed over: {", ".join(passed)})' if passed else ''))
+            return path
+        passed.append(osp.basename(path))
+    return None
 
 
 def finish_distributed(code: int = 0) -> None:
@@ -128,9 +146,11 @@ def use_runtime_parts(cfg: Config, training: bool) -> List[str]:
     starts, where the config has not chosen otherwise, and returns their names (for the log):
 
     - :class:`~convmlp_mm.engine.SafeCheckpointLoadHook`: every checkpoint read weights-only;
-    - training: the resumable loop in place of mmengine's, :class:`~convmlp_mm.engine.AtomicLocalBackend`
-      for the checkpoint hook's files (when it writes locally and names no backend), and
-      ``CPUAmpOptimWrapper`` in place of ``AmpOptimWrapper`` where the device is the CPU;
+    - training: the resumable loop in place of mmengine's, :class:`~convmlp_mm.engine.EpochSeededDataset`
+      around the training dataset of an epoch-based run with data workers,
+      :class:`~convmlp_mm.engine.AtomicLocalBackend` for the checkpoint hook's files (when it writes
+      locally and names no backend), and ``CPUAmpOptimWrapper`` in place of ``AmpOptimWrapper``
+      where the device is the CPU;
     - distributed runs on the CPU: ``CPUDistributedDataParallel`` (when the config has no
       ``model_wrapper_cfg``).
     """
@@ -150,6 +170,12 @@ def use_runtime_parts(cfg: Config, training: bool) -> List[str]:
                 loop.pop('by_epoch')
             loop.type = kind
             parts.append(kind)
+            loader = cfg.get('train_dataloader') or {}
+            if kind == 'ResumableEpochBasedTrainLoop' and loader.get('num_workers') and loader.get('dataset') \
+                    and loader.dataset.get('type') != 'EpochSeededDataset':
+                loader.dataset = dict(type='EpochSeededDataset', dataset=loader.dataset)
+            if loader.get('dataset', {}).get('type') == 'EpochSeededDataset':
+                parts.append('EpochSeededDataset')
         checkpoint = cfg.get('default_hooks', {}).get('checkpoint')
         if checkpoint is not None and '://' not in str(checkpoint.get('out_dir') or ''):
             if checkpoint.get('backend_args') is None:

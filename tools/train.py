@@ -44,15 +44,12 @@ def resume_from(cfg, resume) -> None:
         print(f'Slurm requeued this job ({restarts} times): resuming from {cfg.work_dir}', flush=True)
         resume = 'auto'
     if resume == 'auto':
-        latest = find_resume_checkpoint(cfg.work_dir)
+        latest = find_resume_checkpoint(cfg.work_dir, log=lambda line: print(f'--resume: {line}', flush=True))
         if latest is None:
             print(f'--resume: no checkpoint in {cfg.work_dir} yet, starting from scratch', flush=True)
         cfg.resume, cfg.load_from = latest is not None, latest
     elif resume:
         cfg.resume, cfg.load_from = True, resume
-    if cfg.get('randomness', {}).get('deterministic'):
-        # fresh workers each epoch, seeded as mmengine does: a resumed epoch replays its augmentations
-        cfg.train_dataloader.persistent_workers = False
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ SafeCheckpointLoadHook            ``custom_hooks=[dict(type='SafeCheckpointLoadH
                                   context for scripts: ``safe_checkpoint_loading()``)
 ResumableEpochBasedTrainLoop,     ``train_cfg=dict(type='ResumableEpochBasedTrainLoop', ...)``
 ResumableIterBasedTrainLoop
+EpochSeededDataset                ``train_dataloader=dict(dataset=dict(type='EpochSeededDataset', dataset=...))``
 RandomStateHook, FiniteLossHook,  ``custom_hooks``
 PreemptionHook, StallWatchdogHook
 AtomicLocalBackend                ``default_hooks=dict(checkpoint=dict(backend_args=dict(backend='atomic_local')))``
@@ -23,6 +24,7 @@ keep_freed_memory                 called by our tools (process-wide CPU allocato
 """
 from .amp import CPUAmpOptimWrapper
 from .checkpoint import SafeCheckpointLoadHook, load_checkpoint, safe_checkpoint_loading, trust_checkpoint
+from .dataset import EpochSeededDataset
 from .distributed import CPUDistributedDataParallel, init_cpu_process_group
 from .fileio import AtomicLocalBackend, write_atomically
 from .hooks import (CheckpointFitsHook, FiniteLossHook, Preempted, PreemptionHook, PrepareInferenceHook,
@@ -32,7 +34,8 @@ from .loops import AmpTestLoop, ResumableEpochBasedTrainLoop, ResumableIterBased
 from .ops import mmcv_ops_for_prepared_models
 
 __all__ = ['AmpTestLoop', 'AtomicLocalBackend', 'CPUAmpOptimWrapper', 'CPUDistributedDataParallel',
-           'CheckpointFitsHook', 'FiniteLossHook', 'Preempted', 'PreemptionHook', 'PrepareInferenceHook',
-           'RandomStateHook', 'ResumableEpochBasedTrainLoop', 'ResumableIterBasedTrainLoop', 'SafeCheckpointLoadHook',
-           'StallWatchdogHook', 'init_cpu_process_group', 'keep_freed_memory', 'load_checkpoint',
-           'mmcv_ops_for_prepared_models', 'safe_checkpoint_loading', 'trust_checkpoint', 'write_atomically']
+           'CheckpointFitsHook', 'EpochSeededDataset', 'FiniteLossHook', 'Preempted', 'PreemptionHook',
+           'PrepareInferenceHook', 'RandomStateHook', 'ResumableEpochBasedTrainLoop', 'ResumableIterBasedTrainLoop',
+           'SafeCheckpointLoadHook', 'StallWatchdogHook', 'init_cpu_process_group', 'keep_freed_memory',
+           'load_checkpoint', 'mmcv_ops_for_prepared_models', 'safe_checkpoint_loading', 'trust_checkpoint',
+           'write_atomically']

@@ -495,9 +495,11 @@ class SafeCheckpointLoadHook(Hook):
 
         custom_hooks = [dict(type='SafeCheckpointLoadHook')]
 
-    mmengine calls no hook after a run raised, so a failed run leaves the loaders installed until
-    ``after_run`` is called or the process ends; a long-lived process (a notebook, a service)
-    runs ``runner.train()`` inside :func:`safe_checkpoint_loading`, which restores them either way.
+    mmengine calls no hook after a run raised: the resumable loops call ``after_run_raised``,
+    which leaves the context too; a run that raises in mmengine's own loops, or before its loop
+    starts (loading a checkpoint), leaves the loaders installed until the process ends, so a
+    long-lived process (a notebook, a service) runs ``runner.train()`` inside
+    :func:`safe_checkpoint_loading`, which restores them either way.
 
     Args:
         trusted (list, optional): Checkpoints read with a full unpickler instead (paths, URLs
@@ -519,6 +521,9 @@ class SafeCheckpointLoadHook(Hook):
         if self._context is not None:
             context, self._context = self._context, None
             context.__exit__(None, None, None)
+
+    def after_run_raised(self, runner) -> None:
+        self.after_run(runner)
 
 
 __all__ = ['ALLOWED_ATTRIBUTES', 'ALLOWED_GLOBALS', 'CheckpointError', 'CheckpointNotFoundError', 'LOADERS',

@@ -22,18 +22,34 @@ hub, which every checkpoint holds. On resume:
 
 mmengine's ``IterBasedTrainLoop`` draws the trained batches itself; the resumable one adds the
 same ``after_skip_trained_batches`` call after them.
+
+The epoch-based loop tells an :class:`~convmlp_mm.engine.EpochSeededDataset` the epoch before
+each epoch's loader starts. When a run raises, every loop here calls the hook method
+``after_run_raised`` before the exception goes on (mmengine calls no hook then), where the
+runtime parts take back what they installed (signal handlers, a watchdog thread, patched ops).
 """
 from typing import Callable, Iterator
 
 import torch
-from mmengine.dist import get_world_size
+from mmengine.dist import get_rank, get_world_size
 from mmengine.logging import print_log
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop
 from mmengine.structures import BaseDataElement
 
+from .dataset import EpochSeededDataset
+
 #: The message hub's runtime-info key of :class:`ResumableEpochBasedTrainLoop`'s position.
 POSITION_KEY = 'convmlp_mm.epoch_position'
+
+
+def run_releasing(loop, run: Callable):
+    """``run()``; when it raises, the run's hooks get ``after_run_raised`` first."""
+    try:
+        return run()
+    except BaseException:
+        loop.runner.call_hook('after_run_raised')
+        raise
 
 
 @LOOPS.register_module()
@@ -66,12 +82,14 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     def run(self) -> torch.nn.Module:
         self.batches_to_skip = self._resumed_position()
-        return super().run()
+        return run_releasing(self, super().run)
 
     def run_epoch(self) -> None:
         self.runner.call_hook('before_train_epoch')
         self.runner.model.train()
         skip, self.batches_to_skip = self.batches_to_skip, 0
+        if isinstance(self.dataloader.dataset, EpochSeededDataset):
+            self.dataloader.dataset.set_epoch(self._epoch, self.runner.seed, get_rank())
         batches = iter(self.dataloader)
         if skip:
             print_log(f'resumed in the middle of epoch {self._epoch + 1}: skipping its {skip} trained batches',
@@ -120,7 +138,7 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         if self._iter > 0:
             self.dataloader_iterator = _CallAfterSkip(self.dataloader_iterator, self._iter,
                                                       lambda: self.runner.call_hook('after_skip_trained_batches'))
-        return super().run()
+        return run_releasing(self, super().run)
 
 
 # ------------------------------------------------------------------------------- testing
@@ -153,6 +171,9 @@ class AmpTestLoop(TestLoop):
 
     def __init__(self, runner, dataloader, evaluator, fp16: bool = True) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
+
+    def run(self) -> dict:
+        return run_releasing(self, super().run)
 
     def run_iter(self, idx, data_batch) -> None:
         model = self.runner.model

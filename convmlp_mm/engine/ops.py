@@ -22,7 +22,10 @@ def mmcv_ops_for_prepared_models() -> Iterator[None]:
     """Within: mmcv's ``roi_align`` and ``NMSop.forward`` accept channels-last and half inputs."""
     roi_module = importlib.import_module('mmcv.ops.roi_align')  # the module: mmcv.ops.roi_align is its function
     nms_module = importlib.import_module('mmcv.ops.nms')
-    roi_align, nms_forward = roi_module.roi_align, nms_module.NMSop.__dict__['forward']
+    # mmcv's own, also where a context a run that raised left entered still has them replaced
+    roi_align = getattr(roi_module.roi_align, 'mmcv_function', roi_module.roi_align)
+    nms_forward = nms_module.NMSop.__dict__['forward']
+    nms_forward = getattr(nms_forward.__func__, 'mmcv_function', nms_forward)
 
     def contiguous_roi_align(input: torch.Tensor, rois: torch.Tensor, *args):
         if input.device.type == 'cpu' and input.dtype in (torch.bfloat16, torch.float16):
@@ -34,6 +37,7 @@ def mmcv_ops_for_prepared_models() -> Iterator[None]:
             bboxes, scores = bboxes.float(), scores.float()
         return nms_forward.__func__(ctx, bboxes, scores, *args)
 
+    contiguous_roi_align.mmcv_function, float_nms_forward.mmcv_function = roi_align, nms_forward
     roi_module.roi_align = contiguous_roi_align
     nms_module.NMSop.forward = staticmethod(float_nms_forward)
     try:

@@ -147,6 +147,16 @@ def checkpoint_globals(data: Union[str, bytes]) -> List[str]:
     return list(dict.fromkeys(names))
 
 
+def pickled_strings(data: Union[str, bytes]) -> set:
+    """The strings the pickles of a torch checkpoint (a path, or its bytes) hold, its dict keys
+    among them, without unpickling."""
+    found = set()
+    for stream in _streams(data):
+        found.update(arg for opcode, arg, _ in pickletools.genops(stream)
+                     if opcode.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE'))
+    return found
+
+
 def weights_only_global(full: str) -> Any:
     """What ``module.name`` loads as under torch's weights-only unpickler (its own globals and the
     user's ``add_safe_globals``); None when that unpickler refuses it."""

@@ -14,6 +14,8 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 from ..fileio import write_atomically
+from .random_state import RandomStateHook
+from .running import loop_frame, on_stack
 
 
 class Preempted(SystemExit):
@@ -69,7 +71,13 @@ class PreemptionHook(Hook):
     A signal during validation takes effect at the first training iteration after it. The data
     workers, forked after the handlers are installed, ignore these signals (the main process
     ends them). In a distributed run the ranks agree by one all-reduce of one number per
-    iteration.
+    iteration, or by none of its own where :class:`FiniteLossHook` carries the number in its
+    all-reduce (:meth:`agree`).
+
+    The handlers are installed in ``before_train`` and the previous ones put back in
+    ``after_train``, or, when the run raises, in ``after_run_raised`` (called by the resumable
+    loops); a handler that a run on another loop left installed is replaced by the one it
+    replaced when the next run installs its own, and until then passes the signal on to it.
 
     Args:
         signals (Sequence[str]): The signals that stop training. Defaults to SIGTERM and SIGUSR1.
@@ -86,35 +94,65 @@ class PreemptionHook(Hook):
         self.signals = [signal.Signals[name] for name in signals]
         self.requeue = requeue
         self.received = 0
+        self._agreed: Optional[int] = None
         self._previous = {}
+        self._run = None  # the frame of the training loop's run()
 
     def _on_signal(self, signum: int, frame) -> None:
+        if not on_stack(self._run, frame=frame):  # left installed by a run that raised: pass it on
+            handler = self._previous.pop(signum, signal.SIG_DFL)
+            signal.signal(signum, handler)
+            if callable(handler):
+                handler(signum, frame)
+            else:
+                signal.raise_signal(signum)
+            return
         if not self.received:
             self.received = signum
+
+    def agree(self, signum: int) -> None:
+        """The ranks' stop signal for this iteration (the maximum of their ``received``), from an
+        all-reduce another part made: this iteration needs none of its own."""
+        self._agreed = signum
 
     def before_train(self, runner) -> None:
         if threading.current_thread() is not threading.main_thread():
             print_log('PreemptionHook: training does not run in the main thread, so no signal handlers '
                       'are installed', logger='current', level=logging.WARNING)
             return
+        self._run = loop_frame(runner.train_loop)
         for signum in self.signals:
-            self._previous[signum] = signal.signal(signum, self._on_signal)
+            current = signal.getsignal(signum)
+            stale = getattr(current, '__self__', None)
+            if isinstance(stale, PreemptionHook) and stale is not self:  # left by a run that raised
+                current = stale._previous.pop(signum, current)
+            self._previous[signum] = current
+            signal.signal(signum, self._on_signal)
 
     def after_train(self, runner) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+        self._run = None
+
+    def after_run_raised(self, runner) -> None:
+        self.after_train(runner)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        received = torch.tensor([self.received], dtype=torch.int64)
-        if get_world_size() > 1:
-            all_reduce(received, op='max')
-        signum = int(received.item())
+        signum, self._agreed = self._agreed, None
+        if signum is None:
+            received = torch.tensor([self.received], dtype=torch.int64)
+            if get_world_size() > 1:
+                all_reduce(received, op='max')
+            signum = int(received.item())
         if not signum:
             return
         name = signal.Signals(signum).name
         print_log(f'PreemptionHook: {name} received; saving a checkpoint after iteration {runner.iter + 1}',
                   logger='current', level=logging.WARNING)
+        for hook in runner.hooks:
+            if isinstance(hook, RandomStateHook):
+                hook.gather()  # every rank's state, into the checkpoint rank 0 writes
         checkpoint_hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
         out_dir = getattr(checkpoint_hook, 'out_dir', None) or runner.work_dir
         filename = f'iter_{runner.iter + 1}.pth'

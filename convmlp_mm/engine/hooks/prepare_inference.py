@@ -34,3 +34,6 @@ class PrepareInferenceHook(Hook):
         if self._ops is not None:
             ops, self._ops = self._ops, None
             ops.__exit__(None, None, None)
+
+    def after_run_raised(self, runner) -> None:
+        self.after_test(runner)

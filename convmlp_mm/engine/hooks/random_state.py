@@ -5,7 +5,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
@@ -35,39 +35,58 @@ class RandomStateHook(Hook):
     """Saves every rank's random state with each checkpoint and restores it on resume.
 
     mmengine reseeds a resumed run from the configured seed, so without this hook the random
-    numbers after a resume differ from those of an uninterrupted run. The states are
+    numbers after a resume differ from those of an uninterrupted run. Each rank's state is
     captured after each training iteration and epoch (before the checkpoint hook, which runs
-    last), gathered from all ranks, and restored when the resumed training starts (after a
-    mid-epoch checkpoint: once the loop has skipped the batches it trained), each rank its own
-    (in a distributed run: one all-gather of a few KB per iteration). A checkpoint from another
-    number of ranks restores nothing (with a warning).
+    last; a copy of a few KB, no communication), gathered from all ranks only where a checkpoint
+    is saved next (the run's ``CheckpointHook`` is due, or :class:`PreemptionHook` saves: one
+    all-gather then), and restored when the resumed training starts (after a mid-epoch
+    checkpoint: once the loop has skipped the batches it trained), each rank its own. A
+    checkpoint from another number of ranks restores nothing (with a warning); one saved at
+    another moment (a best-metric checkpoint) holds no states.
 
     Exact continuation also needs the data loader's workers to replay the same augmentations:
-    mmengine seeds them from the seed alone, so that holds with ``num_workers >= 1`` and
-    non-persistent workers (``tools/train.py`` turns ``persistent_workers`` off when
-    ``randomness.deterministic`` is set).
+    :class:`~convmlp_mm.engine.EpochSeededDataset` seeds them per epoch.
     """
     priority = 'LOW'  # after the other hooks' after_train_iter, before CheckpointHook (VERY_LOW)
 
     def __init__(self) -> None:
+        self._own: Optional[dict] = None
         self._states: Optional[List[dict]] = None
         self._pending: Optional[dict] = None
         self._before_val: Optional[dict] = None
 
-    def _capture(self) -> None:
-        own = random_state()
+    def gather(self) -> None:
+        """Every rank's last captured state, for the next checkpoint (called on every rank)."""
+        own = self._own if self._own is not None else random_state()
         self._states = all_gather_object(own) if get_world_size() > 1 else [own]
 
+    @staticmethod
+    def _checkpoint_due(runner, by_epoch: bool) -> bool:
+        """Whether the run's ``CheckpointHook`` saves after this iteration (``by_epoch``: epoch)."""
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and hook.by_epoch == by_epoch:
+                if by_epoch:
+                    return hook.every_n_epochs(runner, hook.interval, hook.save_begin) or \
+                        (hook.save_last and hook.is_last_train_epoch(runner))
+                return hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or \
+                    (hook.save_last and hook.is_last_train_iter(runner))
+        return False
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._capture()
+        self._own = random_state()
+        if self._checkpoint_due(runner, by_epoch=False):
+            self.gather()
 
     def after_train_epoch(self, runner) -> None:
-        self._capture()
+        self._own = random_state()
+        if self._checkpoint_due(runner, by_epoch=True):
+            self.gather()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self._states is None:  # saved before any training step: the current state
-            self._capture()
-        checkpoint[RANDOM_STATE_KEY] = self._states
+        if self._states is None and get_world_size() == 1:  # saved outside the due points
+            self.gather()
+        if self._states is not None:
+            checkpoint[RANDOM_STATE_KEY], self._states = self._states, None
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         states = checkpoint.get(RANDOM_STATE_KEY)

@@ -2,19 +2,22 @@
 import faulthandler
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
-from typing import Optional
+from typing import List, Optional
 
 from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from .running import loop_frame, on_stack
+
 #: Seconds without progress after which :class:`StallWatchdogHook` stops a rank (the default of
 #: ``tools/train.py --stall-timeout`` and ``tools/test.py --stall-timeout``).
 DEFAULT_STALL_TIMEOUT = 600.0
+
+_watching: List['StallWatchdogHook'] = []  # the hook whose thread watches, and owns faulthandler's timer
 
 
 @HOOKS.register_module()
@@ -27,9 +30,14 @@ class StallWatchdogHook(Hook):
     rank it is, where it was last seen and the stack of each of its threads to standard error
     (the job's log under Slurm and torchrun; each line labelled ``[rank N]``) and to its log
     file, waits ``exit_delay`` seconds (so the ranks waiting for it in a collective reach their
-    own timeout and write their stacks too) and exits with code 124. Should the watchdog thread itself not get to run
-    (a stall that holds the GIL), faulthandler writes the stacks and exits (code 1)
-    ``timeout + 60`` seconds after the last progress.
+    own timeout and write their stacks too) and exits with code 124. Should the watchdog thread
+    itself not get to run (a stall that holds the GIL), faulthandler writes the stacks and exits
+    (code 1) ``timeout + 60`` seconds after the last progress.
+
+    One watchdog watches at a time in a process: one that starts stops a thread a run that raised
+    left behind (as does ``after_run_raised``, which the resumable loops call), and a thread whose
+    run has ended (its loop's ``run()`` no longer on the stack) stops itself;
+    only the watching one arms and cancels faulthandler's timer.
 
     Args:
         timeout (float): Seconds without progress before the rank stops. Defaults to
@@ -62,14 +70,16 @@ class StallWatchdogHook(Hook):
     def _pause(self, where: str) -> None:
         self._where = where
         self._deadline = None
-        if self._thread is not None:
+        if self._thread is not None and self in _watching:
             faulthandler.cancel_dump_traceback_later()
 
-    def _start(self, runner, where: str) -> None:
-        self._finish()
+    def _start(self, runner, loop, where: str) -> None:
+        for hook in list(_watching):  # this one, or one that a run that raised left watching
+            hook._finish()
+        _watching.append(self)
         self._log_files = [h.stream for h in runner.logger.handlers if isinstance(h, logging.FileHandler)]
-        # the frames that mean "still running": a run that raised is over, and is not a stall
-        self._runner_codes = {getattr(type(runner), name).__code__ for name in ('train', 'val', 'test')}
+        # the frame that means "still running": a run that raised is over, and is not a stall
+        self._run = loop_frame(loop)
         self._runner_thread = threading.get_ident()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, args=(self._stop, ), name='StallWatchdogHook', daemon=True)
@@ -80,14 +90,12 @@ class StallWatchdogHook(Hook):
         self._pause('finished')
         self._stop.set()
         self._thread = None
+        self._run = None
+        if self in _watching:
+            _watching.remove(self)
 
     def _still_running(self) -> bool:
-        frame = sys._current_frames().get(self._runner_thread)
-        while frame is not None:
-            if frame.f_code in self._runner_codes:
-                return True
-            frame = frame.f_back
-        return False
+        return on_stack(self._run, self._runner_thread)
 
     def _watch(self, stop: threading.Event) -> None:
         while not stop.wait(min(1.0, self.timeout / 10)):
@@ -120,7 +128,7 @@ class StallWatchdogHook(Hook):
 
     # where progress is seen ---------------------------------------------------------------
     def before_train(self, runner) -> None:
-        self._start(runner, 'before the first training iteration')
+        self._start(runner, runner.train_loop, 'before the first training iteration')
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         self._arm(f'training iteration {runner.iter + 1}')
@@ -141,7 +149,7 @@ class StallWatchdogHook(Hook):
         self._arm('after validation')
 
     def before_test(self, runner) -> None:
-        self._start(runner, 'before the first test batch')
+        self._start(runner, runner.test_loop, 'before the first test batch')
 
     def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if batch_idx + 1 == len(runner.test_dataloader):
@@ -150,4 +158,7 @@ class StallWatchdogHook(Hook):
             self._arm(f'test batch {batch_idx + 1}')
 
     def after_test(self, runner) -> None:
+        self._finish()
+
+    def after_run_raised(self, runner) -> None:
         self._finish()
