@@ -28,7 +28,8 @@ config key and ``--trust-checkpoint`` of our tools), optionally pinned to its SH
 read with a full unpickler and a warning naming it.
 
 URLs (``http(s)://``, ``torchvision://``, ``open-mmlab://``, ``mmcls://``) are downloaded into
-torch's hub cache by rank 0, then by nobody else (the other ranks wait), and read like local files.
+torch's hub cache once per cache (:func:`download`: each node's local rank 0 first, the other
+ranks after it where their cache lacks the file), and read like local files.
 
 Nothing is installed by importing this module. :func:`load_checkpoint` reads one file this way;
 :func:`safe_checkpoint_loading` (a ``with`` context) and :class:`SafeCheckpointLoadHook` (a hook
@@ -39,6 +40,7 @@ that enters it in ``before_run`` and leaves it in ``after_run``) make mmengine's
 import importlib
 import io
 import logging
+import os
 import os.path as osp
 import pickle
 import re
@@ -273,24 +275,32 @@ def _refusal(error: Exception) -> Optional[str]:
 
 # ---------------------------------------------------------------------------------- URLs
 def download(url: str, model_dir: Optional[str] = None) -> str:
-    """The local copy of ``url`` (:func:`~convmlp_mm.models.weights.cached_path`), downloaded by
-    rank 0 (the other ranks wait for it, then use the same file)."""
+    """The local copy of ``url`` (:func:`~convmlp_mm.models.weights.cached_path`): in a
+    distributed run each node's local rank 0 downloads it into its cache while the other ranks
+    wait, then any rank whose cache still lacks it (a cache of its own) downloads it too; so one
+    download per cache, shared or per node.
+
+    Raises:
+        OSError: this rank could not download it (naming the rank and the URL).
+    """
     from mmengine.dist import barrier, get_dist_info
-    path = cached_path(url, model_dir)
     rank, world_size = get_dist_info()
+    local_rank = int(os.environ.get('LOCAL_RANK', rank))
     failure = None
-    if rank == 0:
+    if local_rank == 0:
         try:
             fetch_url(url, model_dir)
         except Exception as error:  # the others must still pass the barrier
             failure = error
     if world_size > 1:
         barrier()
-    if failure is not None:
-        raise failure
-    if not osp.isfile(path):
-        raise OSError(f'rank 0 could not download {url}')
-    return path
+    try:
+        if failure is not None:
+            raise failure
+        return fetch_url(url, model_dir)  # the file, or this rank's own download where its cache lacks it
+    except Exception as error:
+        raise OSError(f'rank {rank} (local rank {local_rank}) could not download {url} into '
+                      f'{osp.dirname(cached_path(url, model_dir))}: {type(error).__name__}: {error}') from error
 
 
 # --------------------------------------------------------------------- CheckpointLoader schemes
