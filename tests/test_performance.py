@@ -2,6 +2,7 @@
 import json
 import os.path as osp
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -117,3 +118,16 @@ def test_benchmark_quick_smoke(tmp_path):
             'bf16_weights_forward_over_fp32_128x128', 'bf16_train_step_over_fp32_128x128',
             'retinanet_convmlp-s_fpn_1x_coco onnxruntime over pytorch'} <= set(summary)
     assert '| section | model | precision |' in text and '| ratio | value |' in text
+
+
+@pytest.mark.slow  # a spawned process
+def test_benchmark_measurements_start_in_spawned_processes():
+    """What --device cuda does (the CPU here, with --start-method spawn): each measurement's work
+    and arguments are pickled into a fresh process."""
+    import benchmark
+    benchmark.START_METHOD['method'] = 'spawn'
+    try:
+        result = benchmark.measure(partial(benchmark.backbone, 'convmlp-s'), (1, 3, 64, 64), repeats=1)
+    finally:
+        benchmark.START_METHOD.clear()
+    assert result['seconds'] > 0 and result['peak_mib'] == result['peak_mib']

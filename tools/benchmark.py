@@ -41,6 +41,7 @@ import platform
 import statistics
 import tempfile
 import time
+from functools import partial
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -62,6 +63,9 @@ parser.add_argument('--repeats', type=int,
                     help='timed runs per measurement (default 5, quick 2), after two warm-up runs '
                          '(one with --repeats 1)')
 parser.add_argument('--no-compile', action='store_true', help='skip the torch.compile row')
+parser.add_argument('--start-method', choices=['fork', 'spawn'],
+                    help="how each measurement's process starts (default: fork on the CPU, spawn on CUDA)")
+START_METHOD: Dict[str, str] = {}  # --start-method, set by main
 SECTIONS = ('backbones', 'models', 'onnx', 'ddp', 'scaling')
 parser.add_argument('--sections', nargs='+', choices=SECTIONS, default=list(SECTIONS),
                     help='what to measure (default: everything)')
@@ -177,8 +181,9 @@ def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: st
 
 
 def in_child(target: Callable, *args, device: str = 'cpu'):
-    """``target(*args, queue)`` in a fresh process (forked on the CPU); what it puts in the queue."""
-    context = mp.get_context('fork' if device == 'cpu' else 'spawn')
+    """``target(*args, queue)`` in a fresh process (forked on the CPU, spawned on CUDA or with
+    ``--start-method spawn``: ``target`` and ``args`` are picklable); what it puts in the queue."""
+    context = mp.get_context(START_METHOD.get('method') or ('fork' if device == 'cpu' else 'spawn'))
     queue = context.Queue()
     proc = context.Process(target=target, args=(*args, queue))
     proc.start()
@@ -336,6 +341,7 @@ def plan(quick: bool, device: str, extra: List[str]) -> Dict[str, object]:
 
 def main() -> None:
     args = parser.parse_args()
+    START_METHOD['method'] = args.start_method
     device = args.device
     extra = args.precisions if args.precisions is not None else (['bf16'] if device == 'cpu' else ['fp16', 'bf16'])
     p = plan(args.quick, device, extra)
@@ -372,7 +378,7 @@ def main() -> None:
               f"{row['peak_mib']:7.0f} MiB", flush=True)
 
     def run(section, name, shape, precision_name='fp32', train=False, macs=None, **kwargs):
-        result = measure(lambda: backbone(name), shape, train=train, device=device, precision_name=precision_name,
+        result = measure(partial(backbone, name), shape, train=train, device=device, precision_name=precision_name,
                          repeats=repeats, **kwargs)
         add(section, name, shape, result, macs, precision_name)
 
@@ -388,7 +394,7 @@ def main() -> None:
                     run('forward', name, shape, f'{d} autocast', macs=macs[name])
                     run('forward', name, shape, f'{d} weights, prepared', macs=macs[name])
         if p['compile'] and not args.no_compile:
-            result = measure(lambda: backbone('convmlp-s'), shape, device=device, repeats=repeats, compile_=True)
+            result = measure(partial(backbone, 'convmlp-s'), shape, device=device, repeats=repeats, compile_=True)
             add('forward', 'compiled convmlp-s', shape, result, macs['convmlp-s'])
         for name in p['backbones']:
             if name.startswith('fused '):  # inference only
@@ -401,7 +407,7 @@ def main() -> None:
         scope = 'mmseg' if config.startswith('sem_fpn') else 'mmdet'
         h, w = p['config_sizes'][scope]
         for precision_name in p['config_precisions']:
-            result = measure(lambda config=config: detector(config, h, w), (1, 3, h, w), device=device,
+            result = measure(partial(detector, config, h, w), (1, 3, h, w), device=device,
                              precision_name=precision_name, repeats=max(1, repeats // 2))
             add('inference', osp.basename(config)[:-3], (1, 3, h, w), result, precision_name=precision_name)
     if device == 'cpu' and 'onnx' in args.sections:

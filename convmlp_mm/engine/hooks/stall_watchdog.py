@@ -32,7 +32,7 @@ class StallWatchdogHook(Hook):
     file, waits ``exit_delay`` seconds (so the ranks waiting for it in a collective reach their
     own timeout and write their stacks too) and exits with code 124. Should the watchdog thread
     itself not get to run (a stall that holds the GIL), faulthandler writes the stacks and exits
-    (code 1) ``timeout + 60`` seconds after the last progress.
+    (code 1) ``timeout + 60`` to ``timeout + 70`` seconds after the last progress.
 
     One watchdog watches at a time in a process: one that starts stops a thread a run that raised
     left behind (as does ``after_run_raised``, which the resumable loops call), and a thread whose
@@ -58,20 +58,25 @@ class StallWatchdogHook(Hook):
         self._log_files = []
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        self._armed_at = float('-inf')  # when faulthandler's timer was last set
 
     # progress -----------------------------------------------------------------------------
     def _arm(self, where: str) -> None:
         if self._thread is None:  # not watching (a validation outside training)
             return
         self._where = where
-        self._deadline = time.monotonic() + self.timeout
-        faulthandler.dump_traceback_later(self.timeout + 60, exit=True)
+        now = time.monotonic()
+        self._deadline = now + self.timeout
+        if now - self._armed_at > 10:  # re-armed at most every 10 s: each call starts a thread
+            faulthandler.dump_traceback_later(self.timeout + 60, exit=True)
+            self._armed_at = now
 
     def _pause(self, where: str) -> None:
         self._where = where
         self._deadline = None
         if self._thread is not None and self in _watching:
             faulthandler.cancel_dump_traceback_later()
+            self._armed_at = float('-inf')
 
     def _start(self, runner, loop, where: str) -> None:
         for hook in list(_watching):  # this one, or one that a run that raised left watching
