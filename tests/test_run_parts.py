@@ -51,10 +51,10 @@ def toy_runner(work_dir, model=None, hooks=(), dataset=None, epochs=1, **kwargs)
 
 
 # ------------------------------------------------------------------------------- FiniteLossHook
-def test_a_skipped_loss_keeps_the_accumulated_gradients_and_counts(tmp_path):
-    """accumulative_counts=2 over 4 iterations, the loss of iteration 3 NaN: iteration 3's backward
-    counts (the window of 3-4 steps once, at 4, with iteration 4's gradients alone) and the
-    window of 1-2 steps with both."""
+def test_a_skipped_loss_under_accumulation_counts_and_the_window_steps_after_it(tmp_path):
+    """accumulative_counts=2 over 4 iterations, the loss of iteration 3 NaN: iteration 3 counts
+    (the window of 3-4 steps once, at 4, with iteration 4's gradients alone), and the window of
+    1-2 steps with both."""
     from mmengine.model import BaseModel
 
     class Recorder(BaseModel):
