@@ -135,18 +135,15 @@ def test_the_watchdog_leaves_a_run_that_raised_alone():
     """A run that ended with an exception (so no after_train) is not a stall: the watchdog
     stops instead of ending the process (which would end this test session)."""
 
-    class Runner:
-        logger = types.SimpleNamespace(handlers=[])
-
-        def train(self, hook):
-            hook._start(self, 'before the first training iteration')
+    class Loop:
+        def run(self, hook):
+            hook._start(types.SimpleNamespace(logger=types.SimpleNamespace(handlers=[])), self,
+                        'before the first training iteration')
             raise RuntimeError('training failed')
-
-        val = test = train
 
     hook = StallWatchdogHook(timeout=0.3, exit_delay=0)
     with pytest.raises(RuntimeError, match='training failed'):
-        Runner().train(hook)
+        Loop().run(hook)
     time.sleep(1.5)
     assert hook._thread is None and hook._deadline is None
 

@@ -2,6 +2,7 @@
 checkpoints and inputs stop with one clear message, a failing rank stops the job, non-finite
 losses never reach the weights, and AMP stays finite."""
 import json
+import io
 import os
 import os.path as osp
 import signal
@@ -101,7 +102,9 @@ def test_kill_while_writing_keeps_the_previous_checkpoint(tmp_path):
     content. A last_checkpoint pointer left empty by a kill, or naming a file never written, falls
     back to the newest complete checkpoint."""
     target = tmp_path / 'iter_8.pth'
-    target.write_bytes(b'old')
+    old = io.BytesIO()
+    torch.save(dict(state_dict={}, optimizer={}, message_hub={}), old)  # what a resume reads
+    target.write_bytes(old.getvalue())
     script = textwrap.dedent(f'''
         import os, time
         import convmlp_mm
@@ -114,9 +117,9 @@ def test_kill_while_writing_keeps_the_previous_checkpoint(tmp_path):
     assert proc.stdout.readline().strip() == 'written'
     proc.kill()
     proc.wait()
-    assert target.read_bytes() == b'old'
+    assert target.read_bytes() == old.getvalue()
 
-    (tmp_path / 'iter_4.pth').write_bytes(b'complete')
+    (tmp_path / 'iter_4.pth').write_bytes(old.getvalue())
     (tmp_path / 'last_checkpoint').write_text('')  # a pointer truncated by a kill
     assert find_resume_checkpoint(str(tmp_path)) in (str(tmp_path / 'iter_4.pth'), str(target))
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_12.pth'))  # names a file never written
