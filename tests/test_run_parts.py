@@ -73,8 +73,13 @@ def test_a_skipped_loss_under_accumulation_counts_and_the_window_steps_after_it(
 
     class RecordSteps(Hook):
         def before_train(self, runner):
-            weight = runner.model.fc.weight
-            runner.optim_wrapper.optimizer.register_step_pre_hook(lambda *args: steps.append(weight.grad.clone()))
+            weight, optimizer = runner.model.fc.weight, runner.optim_wrapper.optimizer
+            step = optimizer.step
+
+            def recorded_step(*args, **kwargs):
+                steps.append(weight.grad.clone())
+                return step(*args, **kwargs)
+            optimizer.step = recorded_step
 
     runner = toy_runner(tmp_path, Recorder(), hooks=[dict(type='FiniteLossHook', action='skip')],
                         optim_wrapper=dict(optimizer=dict(type='SGD', lr=1.0), accumulative_counts=2))
