@@ -94,7 +94,9 @@ class StallWatchdogHook(Hook):
     def _finish(self) -> None:
         self._pause('finished')
         self._stop.set()
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)  # it wakes within a second to see the stop
         self._run = None
         if self in _watching:
             _watching.remove(self)
