@@ -209,7 +209,7 @@ def check_images(files: Files, folder: str, names: List[str], where: str, listed
             check_image(path, files.read(path))
 
 
-def check_coco(dataset: dict, files: Files, classes: Optional[tuple], source: str = 'the config') -> None:
+def check_coco(dataset: dict, files: Files, classes: Optional[tuple], source: str) -> None:
     """A COCO-style annotation file (COCO, LVIS) and its images."""
     path = files.path(dataset.get('ann_file', ''))
     text = files.text(path, 'annotation file')
