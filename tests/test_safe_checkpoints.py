@@ -93,7 +93,7 @@ def test_every_payload_is_refused_before_it_runs(tmp_path, name):
 
 def test_refused_while_unpickling_too(tmp_path):
     """The unpickler enforces the allowlist itself, not only the scan before it."""
-    from convmlp_mm.engine.checkpoint import _unpickle_weights_only
+    from convmlp_mm.engine.checkpoint.safe_load import _unpickle_weights_only
     marker = tmp_path / 'marker'
     path = poisoned_backbone_checkpoint(tmp_path / 'evil.pth', Payload(builtins.eval, f'open({str(marker)!r}, "w")'))
     with pytest.raises(Exception, match='eval'):
