@@ -339,6 +339,119 @@ def plan(quick: bool, device: str, extra: List[str]) -> Dict[str, object]:
                 compile=True, matmul_largest=4096)
 
 
+def machine(device: str) -> Dict[str, object]:
+    """What the numbers were measured on."""
+    capability = getattr(getattr(torch.backends, 'cpu', None), 'get_cpu_capability', lambda: None)()
+    return dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
+                torch=torch.__version__, device=device if device == 'cpu' else torch.cuda.get_device_name(),
+                threads=torch.get_num_threads(), cpu_native_bf16=CPU_NATIVE_BF16, cpu_capability=capability)
+
+
+class Rows(list):
+    """The rows of one run, each printed as it is measured.
+
+    Args:
+        device (str): Where the measurements run.
+        repeats (int): Timed repeats of each measurement.
+        peaks (dict): Matrix-product GFLOP/s per precision, for each row's share of its peak.
+    """
+
+    def __init__(self, device: str, repeats: int, peaks: Dict[str, float]) -> None:
+        super().__init__()
+        self.device, self.repeats, self.peaks = device, repeats, peaks
+
+    def add(self, section: str, name: str, shape, result: dict, macs: Optional[float] = None,
+            precision_name: str = 'fp32') -> None:
+        row = dict(section=section, model=name, precision=precision_name, input='x'.join(map(str, shape[-2:])),
+                   batch=shape[0], seconds=result['seconds'], images_per_s=shape[0] / result['seconds'],
+                   peak_mib=result['peak_mib'])
+        if macs is not None:
+            factor = 3 if 'train step' in section else 1  # backward ~ twice the forward
+            row['gflops_per_s'] = 2 * macs * factor * shape[0] / result['seconds']
+            dtype = precision_name.split()[0].rstrip(',')
+            if dtype in self.peaks:
+                row['of_peak'] = row['gflops_per_s'] / self.peaks[dtype]
+        self.append(row)
+        print(f"{section:14s} {name:22s} {precision_name:24s} {row['input']:>9s} {row['seconds'] * 1e3:9.1f} ms "
+              f"{row['peak_mib']:7.0f} MiB", flush=True)
+
+    def backbone(self, section: str, name: str, shape, precision_name: str = 'fp32', train: bool = False,
+                 macs: Optional[float] = None, **kwargs) -> None:
+        """Measures backbone ``name`` and adds its row."""
+        result = measure(partial(backbone, name), shape, train=train, device=self.device,
+                         precision_name=precision_name, repeats=self.repeats, **kwargs)
+        self.add(section, name, shape, result, macs, precision_name)
+
+
+def backbone_rows(rows: Rows, p: dict, args) -> None:
+    """Forward and training step of each backbone, in each precision where the plan asks."""
+    for h, w in p['sizes']:
+        shape = (1, 3, h, w)
+        # the fused model does the same multiply-adds as the unfused one (its MAC count is the unfused model's)
+        macs = {name: gmacs(name, shape) for name in p['backbones'] if not name.startswith('fused ')}
+        low = (h, w) in p['low_sizes']
+        for name in p['backbones']:
+            rows.backbone('forward', name, shape, macs=macs[name.replace('fused ', '')])
+            for d in p['low'] if low and name in p['low_backbones'] else []:
+                rows.backbone('forward', name, shape, f'{d} autocast', macs=macs[name])
+                rows.backbone('forward', name, shape, f'{d} weights, prepared', macs=macs[name])
+        if p['compile'] and not args.no_compile:
+            result = measure(partial(backbone, 'convmlp-s'), shape, device=rows.device, repeats=rows.repeats,
+                             compile_=True)
+            rows.add('forward', 'compiled convmlp-s', shape, result, macs['convmlp-s'])
+        for name in [n for n in p['backbones'] if not n.startswith('fused ')]:  # fused: inference only
+            rows.backbone('train step', name, shape, train=True, macs=macs[name])
+            trains_low = low and name in p['low_backbones'] and not name.startswith('published')
+            for d in p['low'] if trains_low else []:
+                rows.backbone('train step', name, shape, f'{d} autocast', train=True, macs=macs[name])
+
+
+def model_rows(rows: Rows, p: dict, args) -> None:
+    """Whole-model inference of each config, in each of the plan's precisions."""
+    for config in p['configs']:
+        scope = 'mmseg' if config.startswith('sem_fpn') else 'mmdet'
+        h, w = p['config_sizes'][scope]
+        for precision_name in p['config_precisions']:
+            result = measure(partial(detector, config, h, w), (1, 3, h, w), device=rows.device,
+                             precision_name=precision_name, repeats=max(1, rows.repeats // 2))
+            rows.add('inference', osp.basename(config)[:-3], (1, 3, h, w), result, precision_name=precision_name)
+
+
+def onnx_rows(rows: Rows, p: dict, args) -> None:
+    """The exported graphs under ONNX Runtime beside PyTorch on the same tensors (CPU only)."""
+    for config in p['onnx'] if rows.device == 'cpu' else []:
+        scope = 'mmseg' if config is None or config.startswith('sem_fpn') else 'mmdet'
+        shape = (1, 3, *p['config_sizes'][scope])
+        result = in_child(_onnx_rows, config, shape, rows.repeats)
+        name = 'convmlp-s' if config is None else osp.basename(config)[:-3]
+        for runtime in ('pytorch', 'onnxruntime'):
+            rows.add(f'tensor outputs, {runtime}', name, shape, dict(seconds=result[runtime], peak_mib=float('nan')))
+
+
+def ddp_rows(rows: Rows, p: dict, args) -> None:
+    """One DDP training step in two processes."""
+    rows.add('ddp train step, 2 processes', 'convmlp-s', p['ddp_shape'], ddp_step(rows.device, p['ddp_shape'],
+                                                                                 rows.repeats))
+
+
+def scaling_rows(rows: Rows, p: dict, args) -> None:
+    """Seconds per megapixel over the plan's sizes. glibc returns freed blocks above 32 MiB to the
+    system, so large inputs pay page faults that small ones do not, and layouts with more copies
+    pay more: on the CPU measured with and without :func:`keep_freed_memory`."""
+    for keep_freed in (True, False) if rows.device == 'cpu' else (True, ):
+        suffix = '' if keep_freed else ', default allocator'
+        for name in () if keep_freed else ('convmlp-s', 'published convmlp-s'):
+            rows.backbone('forward' + suffix, name, (1, 3, *p['sizes'][0]), keep_freed=False)
+        for h, w in p['megapixels']:
+            rows.backbone('scaling' + suffix, 'convmlp-s', (1, 3, h, w), keep_freed=keep_freed)
+            rows[-1]['seconds_per_megapixel'] = rows[-1]['seconds'] / (h * w / 1e6)
+
+
+#: What each of ``--sections`` measures, in this order.
+SECTION_ROWS = dict(backbones=backbone_rows, models=model_rows, onnx=onnx_rows, ddp=ddp_rows,
+                    scaling=scaling_rows)
+
+
 def main() -> None:
     args = parser.parse_args()
     START_METHOD['method'] = args.start_method
@@ -347,11 +460,7 @@ def main() -> None:
     p = plan(args.quick, device, extra)
     repeats = args.repeats or (2 if args.quick else 5)
     report: Dict[str, object] = dict(
-        machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
-                     torch=torch.__version__, device=device if device == 'cpu' else torch.cuda.get_device_name(),
-                     threads=torch.get_num_threads(), cpu_native_bf16=CPU_NATIVE_BF16,
-                     cpu_capability=torch.backends.cpu.get_cpu_capability()
-                     if hasattr(torch.backends, 'cpu') and hasattr(torch.backends.cpu, 'get_cpu_capability') else None),
+        machine=machine(device),
         settings=dict(quick=args.quick, precisions=['fp32'] + p['low'], repeats=repeats,
                       allocator='keep_freed_memory() in every measurement (as tools/train.py and tools/test.py '
                                 'run), except in the sections marked "default allocator"'))
@@ -361,79 +470,10 @@ def main() -> None:
              if d == 'fp32' or device != 'cpu' or (d == 'bf16' and CPU_NATIVE_BF16)}
     report['matmul_peak_gflops'] = peaks
     print('matmul peaks (GFLOP/s): ' + ', '.join(f'{d} {v:.1f}' for d, v in peaks.items()), flush=True)
-    rows: List[dict] = []
-
-    def add(section, name, shape, result, macs: Optional[float] = None, precision_name='fp32'):
-        row = dict(section=section, model=name, precision=precision_name, input='x'.join(map(str, shape[-2:])),
-                   batch=shape[0], seconds=result['seconds'], images_per_s=shape[0] / result['seconds'],
-                   peak_mib=result['peak_mib'])
-        if macs is not None:
-            factor = 3 if 'train step' in section else 1  # backward ~ twice the forward
-            row['gflops_per_s'] = 2 * macs * factor * shape[0] / result['seconds']
-            dtype = precision_name.split()[0].rstrip(',')
-            if dtype in peaks:
-                row['of_peak'] = row['gflops_per_s'] / peaks[dtype]
-        rows.append(row)
-        print(f"{section:14s} {name:22s} {precision_name:24s} {row['input']:>9s} {row['seconds'] * 1e3:9.1f} ms "
-              f"{row['peak_mib']:7.0f} MiB", flush=True)
-
-    def run(section, name, shape, precision_name='fp32', train=False, macs=None, **kwargs):
-        result = measure(partial(backbone, name), shape, train=train, device=device, precision_name=precision_name,
-                         repeats=repeats, **kwargs)
-        add(section, name, shape, result, macs, precision_name)
-
-    for h, w in p['sizes'] if 'backbones' in args.sections else []:
-        shape = (1, 3, h, w)
-        # the fused model does the same multiply-adds as the unfused one (its MAC count is the unfused model's)
-        macs = {name: gmacs(name, shape) for name in p['backbones'] if not name.startswith('fused ')}
-        low = (h, w) in p['low_sizes']
-        for name in p['backbones']:
-            run('forward', name, shape, macs=macs[name.replace('fused ', '')])
-            if low and name in p['low_backbones']:
-                for d in p['low']:
-                    run('forward', name, shape, f'{d} autocast', macs=macs[name])
-                    run('forward', name, shape, f'{d} weights, prepared', macs=macs[name])
-        if p['compile'] and not args.no_compile:
-            result = measure(partial(backbone, 'convmlp-s'), shape, device=device, repeats=repeats, compile_=True)
-            add('forward', 'compiled convmlp-s', shape, result, macs['convmlp-s'])
-        for name in p['backbones']:
-            if name.startswith('fused '):  # inference only
-                continue
-            run('train step', name, shape, train=True, macs=macs[name])
-            if low and name in p['low_backbones'] and not name.startswith('published'):
-                for d in p['low']:
-                    run('train step', name, shape, f'{d} autocast', train=True, macs=macs[name])
-    for config in p['configs'] if 'models' in args.sections else []:
-        scope = 'mmseg' if config.startswith('sem_fpn') else 'mmdet'
-        h, w = p['config_sizes'][scope]
-        for precision_name in p['config_precisions']:
-            result = measure(partial(detector, config, h, w), (1, 3, h, w), device=device,
-                             precision_name=precision_name, repeats=max(1, repeats // 2))
-            add('inference', osp.basename(config)[:-3], (1, 3, h, w), result, precision_name=precision_name)
-    if device == 'cpu' and 'onnx' in args.sections:
-        for config in p['onnx']:
-            scope = 'mmseg' if config is None or config.startswith('sem_fpn') else 'mmdet'
-            shape = (1, 3, *p['config_sizes'][scope])
-            result = in_child(_onnx_rows, config, shape, repeats)
-            name = 'convmlp-s' if config is None else osp.basename(config)[:-3]
-            for runtime in ('pytorch', 'onnxruntime'):
-                add(f'tensor outputs, {runtime}', name, shape, dict(seconds=result[runtime], peak_mib=float('nan')))
-    if 'ddp' in args.sections:
-        shape = p['ddp_shape']
-        add('ddp train step, 2 processes', 'convmlp-s', shape, ddp_step(device, shape, repeats))
-    # glibc returns freed blocks above 32 MiB to the system, so large inputs pay page faults that
-    # small ones do not, and layouts with more copies pay more: measured both ways on the CPU
-    for keep_freed in ((True, False) if device == 'cpu' else (True, )) if 'scaling' in args.sections else ():
-        suffix = '' if keep_freed else ', default allocator'
-        if not keep_freed:
-            shape = (1, 3, *p['sizes'][0])
-            for name in ('convmlp-s', 'published convmlp-s'):
-                run('forward' + suffix, name, shape, keep_freed=False)
-        for h, w in p['megapixels']:
-            shape = (1, 3, h, w)
-            run('scaling' + suffix, 'convmlp-s', shape, keep_freed=keep_freed)
-            rows[-1]['seconds_per_megapixel'] = rows[-1]['seconds'] / (h * w / 1e6)
-    report['rows'] = rows
+    rows = Rows(device, repeats, peaks)
+    for section in [s for s in SECTION_ROWS if s in args.sections]:
+        SECTION_ROWS[section](rows, p, args)
+    report['rows'] = list(rows)
     report['summary'] = summarise(rows, p['sizes'])
     os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
     with open(args.out, 'w') as f:

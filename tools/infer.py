@@ -13,8 +13,10 @@ import argparse
 import contextlib
 import os
 import os.path as osp
+from typing import List
 
 import mmcv
+import numpy as np
 import torch
 from mmengine.config import Config, DictAction
 
@@ -77,20 +79,21 @@ def load_model(cfg: Config, checkpoint: str, device: str):
     return init_model(cfg, checkpoint, device=device), inference_model, VISUALIZERS
 
 
-def main() -> None:
-    args = parser.parse_args()
-    keep_freed_memory()
-    checkpoint_argument(parser, args.checkpoint)
-    for path in args.images:
+def check_images(paths: List[str]) -> None:
+    """Exits with the first image that is missing or unreadable."""
+    for path in paths:
         if not osp.isfile(path):
             parser.error(f'{path}: file not found')
-    for path in args.images:
+    for path in paths:
         try:
             check_image(path)  # readable, at least 32x32; grayscale and RGBA files are read as colour
         except DatasetError as error:
             parser.exit(2, f'error: {error}\n')
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(args.cfg_options)
+
+
+def load(cfg: Config, args) -> tuple:
+    """The model (prepared for inference under ``--amp``), the host's inference function and its
+    visualizer registry; exits naming the checkpoint when it cannot be read or does not fit."""
     try:
         trust_from(cfg, args.trust_checkpoint)
         with safe_checkpoint_loading():  # the host's init_model reads the checkpoint weights-only
@@ -99,20 +102,42 @@ def main() -> None:
         check_state_dict_fits(model, state, args.checkpoint)
     except (CheckpointError, ValueError) as error:
         parser.exit(1, f'error: {error}\n')
+    parts = ['safe_checkpoint_loading']
     if args.amp:
         prepare_inference(model)
-        print('convmlp_mm runtime parts: safe_checkpoint_loading, prepare_inference, mmcv_ops_for_prepared_models',
-              flush=True)
-    else:
-        print('convmlp_mm runtime parts: safe_checkpoint_loading', flush=True)
-    device_type = torch.device(args.device).type
-    if args.amp and device_type == 'cpu' and emulated_bf16_warning():
+        parts += ['prepare_inference', 'mmcv_ops_for_prepared_models']
+    print('convmlp_mm runtime parts: ' + ', '.join(parts), flush=True)
+    if args.amp and torch.device(args.device).type == 'cpu' and emulated_bf16_warning():
         print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)
+    return model, infer, visualizers
+
+
+def draw(visualizer, scope: str, image: np.ndarray, result, out_file: str, score_thr: float) -> None:
+    """Writes ``result`` drawn over ``image`` (BGR) to ``out_file``."""
+    if scope == 'mmpretrain':  # small images: drawn at 4x so that the label fits
+        visualizer.visualize_cls(mmcv.bgr2rgb(image), result, classes=visualizer.dataset_meta.get('classes'),
+                                 draw_gt=False, rescale_factor=max(1., 256 / max(image.shape[:2])),
+                                 out_file=out_file)
+    else:
+        extra = dict(pred_score_thr=score_thr) if scope == 'mmdet' else {}
+        visualizer.add_datasample(osp.basename(out_file), mmcv.bgr2rgb(image), result, draw_gt=False, show=False,
+                                  out_file=out_file, **extra)
+
+
+def main() -> None:
+    args = parser.parse_args()
+    keep_freed_memory()
+    checkpoint_argument(parser, args.checkpoint)
+    check_images(args.images)
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
+    scope = check_scope(cfg, args.config)
+    model, infer, visualizers = load(cfg, args)
+    device_type = torch.device(args.device).type
     autocast_dtype = torch.bfloat16 if device_type == 'cpu' else torch.float16
     visualizer = visualizers.build(dict(cfg.visualizer, name='infer', vis_backends=None))
     # mmdet and mmseg models carry dataset_meta; mmpretrain's init_model sets _dataset_meta
-    meta = model.dataset_meta if hasattr(model, 'dataset_meta') else model._dataset_meta
-    visualizer.dataset_meta = meta
+    visualizer.dataset_meta = model.dataset_meta if hasattr(model, 'dataset_meta') else model._dataset_meta
     os.makedirs(args.out_dir, exist_ok=True)
     written = []
     for path in args.images:
@@ -120,20 +145,11 @@ def main() -> None:
         ops = mmcv_ops_for_prepared_models() if args.amp else contextlib.nullcontext()
         with torch.autocast(device_type, dtype=autocast_dtype, enabled=args.amp), ops:
             result = infer(model, image)
-        out_file = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png')
-        scope = check_scope(cfg, args.config)
-        if scope == 'mmpretrain':  # small images: drawn at 4x so that the label fits
-            visualizer.visualize_cls(mmcv.bgr2rgb(image), result, classes=meta.get('classes'),
-                                     draw_gt=False, rescale_factor=max(1., 256 / max(image.shape[:2])),
-                                     out_file=out_file)
-        else:
-            extra = dict(pred_score_thr=args.score_thr) if scope == 'mmdet' else {}
-            visualizer.add_datasample(osp.basename(path), mmcv.bgr2rgb(image), result, draw_gt=False, show=False,
-                                      out_file=out_file, **extra)
-        written.append(out_file)
-        print(out_file)
+        written.append(osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png'))
+        draw(visualizer, scope, image, result, written[-1], args.score_thr)
+        print(written[-1])
     if args.montage:
-        montage(written, args.montage, scale=1 if check_scope(cfg, args.config) == 'mmpretrain' else 3)
+        montage(written, args.montage, scale=1 if scope == 'mmpretrain' else 3)
         print(args.montage)
 
 
