@@ -188,8 +188,9 @@ def use_runtime_parts(cfg: Config, training: bool) -> List[str]:
         if wrapper.get('type') == 'CPUAmpOptimWrapper':
             parts.append('CPUAmpOptimWrapper')
     if on_cpu and cfg.get('launcher', 'none') != 'none':
-        if cfg.get('model_wrapper_cfg') is None:
-            cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel')
+        if cfg.get('model_wrapper_cfg') is None:  # mmengine's default wrapper takes the top-level flag too
+            cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel',
+                                         find_unused_parameters=cfg.get('find_unused_parameters', False))
         if cfg.model_wrapper_cfg.get('type') == 'CPUDistributedDataParallel':
             parts.append('CPUDistributedDataParallel')
     return parts

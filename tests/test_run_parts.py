@@ -286,3 +286,16 @@ def test_a_signal_handler_left_behind_passes_the_signal_on():
         assert signal.getsignal(signal.SIGUSR2) is not hook._on_signal
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_the_cpu_wrapper_takes_the_configs_find_unused_parameters():
+    """mmengine passes the top-level ``find_unused_parameters`` only to its own default wrapper;
+    the wrapper our tools choose on the CPU carries it too."""
+    from mmengine.config import Config
+
+    from convmlp_mm import cli
+    for flag in (True, False):
+        cfg = Config(dict(launcher='pytorch', find_unused_parameters=flag, train_cfg=dict(by_epoch=True, max_epochs=1),
+                          default_hooks=dict(checkpoint=dict(interval=1))))
+        assert 'CPUDistributedDataParallel' in cli.use_runtime_parts(cfg, training=True)
+        assert cfg.model_wrapper_cfg == dict(type='CPUDistributedDataParallel', find_unused_parameters=flag)
