@@ -130,6 +130,19 @@ def emulated_bf16_warning() -> Optional[str]:
             'expect it to be 10x or more slower than float32; drop --amp (or use OptimWrapper) for speed')
 
 
+def cpu_int8_capability() -> str:
+    """The CPU's int8 matrix-product instructions, best first: ``'AMX-INT8'``, ``'AVX512-VNNI'``,
+    ``'AVX-VNNI'``, else ``'AVX2'`` or ``'none'`` (Linux's ``/proc/cpuinfo`` flags; ``'unknown'``
+    elsewhere). VNNI and AMX multiply int8 in one instruction; AVX2 needs three."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = set(next((line for line in f if line.startswith('flags')), '').split())
+    except OSError:
+        return 'unknown'
+    names = (('amx_int8', 'AMX-INT8'), ('avx512_vnni', 'AVX512-VNNI'), ('avx_vnni', 'AVX-VNNI'), ('avx2', 'AVX2'))
+    return next((name for flag, name in names if flag in flags), 'none')
+
+
 def onnx_export_kwargs() -> dict:
     """Extra ``torch.onnx.export`` arguments that select the TorchScript-based exporter."""
     return dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}

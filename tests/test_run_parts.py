@@ -299,3 +299,33 @@ def test_the_cpu_wrapper_takes_the_configs_find_unused_parameters():
                           default_hooks=dict(checkpoint=dict(interval=1))))
         assert 'CPUDistributedDataParallel' in cli.use_runtime_parts(cfg, training=True)
         assert cfg.model_wrapper_cfg == dict(type='CPUDistributedDataParallel', find_unused_parameters=flag)
+
+
+class SignalAt(Hook):
+    """Sends this process ``signum`` after training iteration index ``at``."""
+
+    def __init__(self, at, signum=signal.SIGTERM):
+        self.at, self.signum = at, signum
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_a_stop_after_an_epochs_last_batch_resumes_into_the_next_epoch(tmp_path):
+    """A preemption checkpoint saved after the last batch of epoch 1 (before the epoch's end hooks
+    ran): the resumed run ends that epoch without training it again and then trains epoch 2, to
+    the weights and iteration count of an uninterrupted run."""
+    torch.manual_seed(1)  # the same initial weights
+    whole = toy_runner(tmp_path / 'whole', epochs=2)
+    whole.train()
+    torch.manual_seed(1)
+    parts = toy_runner(tmp_path / 'parts', hooks=[dict(type='PreemptionHook')], epochs=2)
+    parts.register_hook(SignalAt(3))  # the 4th and last batch of epoch 1
+    with pytest.raises(SystemExit):
+        parts.train()
+    resumed = toy_runner(tmp_path / 'parts', hooks=[dict(type='SafeCheckpointLoadHook'), dict(type='PreemptionHook')],
+                         epochs=2, resume=True, load_from=str(tmp_path / 'parts/iter_4.pth'))
+    resumed.train()
+    assert (resumed.iter, resumed.epoch) == (whole.iter, whole.epoch) == (8, 2)
+    assert torch.equal(resumed.model.fc.weight, whole.model.fc.weight)

@@ -10,6 +10,12 @@ it has in the config's host (``--out``: mmdet and mmpretrain dump the prediction
 file, mmseg saves the predicted maps into a folder). CHECKPOINT is a file or a URL (http(s)://,
 open-mmlab://, ...).
 
+CHECKPOINT may also be an ``.onnx`` file of the config's network, float32 or int8
+(``tools/deployment/export_onnx.py``, ``quantize_int8.py``): ONNX Runtime then computes the
+network's tensors and the config's own data preprocessor, head post-processing and evaluator do
+the rest (:class:`convmlp_mm.quantization.OnnxRuntimeModel`), so its metrics stand beside the
+PyTorch model's.
+
 ``--amp`` prepares the loaded model for inference (:func:`convmlp_mm.prepare_inference`: our
 backbones fused, the whole model in channels-last memory, the heads' output layers in float32) and
 runs it under autocast (bfloat16 on the CPU, float16 on GPUs).
@@ -43,6 +49,14 @@ def use_amp(cfg, parts) -> None:
         print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)
 
 
+def use_onnx(cfg, path: str, parts) -> None:
+    """An ``.onnx`` CHECKPOINT: the graph in place of the config's network."""
+    from convmlp_mm import quantization  # noqa: F401  (registers OnnxRuntimeModel)
+    cfg.model = dict(type='OnnxRuntimeModel', model=cfg.model, onnx=path, scope=cfg.default_scope)
+    cfg.load_from = None
+    parts.append('OnnxRuntimeModel')
+
+
 def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()
@@ -54,6 +68,12 @@ def main() -> None:
         apply_test_flags(cfg, args, args.config)
         cfg.load_from = checkpoint
         parts = use_runtime_parts(cfg, training=False)
+        onnx = str(checkpoint).endswith('.onnx')
+        if onnx and args.amp:
+            raise ValueError(f'--amp with {checkpoint}: an .onnx graph runs in the precision it was written in; '
+                             'leave out --amp')
+        if onnx:
+            use_onnx(cfg, checkpoint, parts)
         if args.amp:
             use_amp(cfg, parts)
         if start_process_group(cfg):
@@ -63,7 +83,8 @@ def main() -> None:
         exit_with_error(2, error)
     print(f'convmlp_mm runtime parts: {", ".join(parts)}', flush=True)
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(CheckpointFitsHook(checkpoint))  # evaluates exactly the checkpoint's weights
+    if not onnx:
+        runner.register_hook(CheckpointFitsHook(checkpoint))  # evaluates exactly the checkpoint's weights
     add_out_dumper(runner, args, cfg.default_scope)
     try:
         metrics = runner.test()

@@ -66,9 +66,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     def _resumed_position(self) -> int:
         """How many batches of the current epoch a resumed checkpoint trained; 0 at an epoch
-        boundary, without a recorded position, or when the loader differs (with a warning)."""
+        boundary (a checkpoint of the epoch's end hooks, which count the epoch as done), without a
+        recorded position, or when the loader differs (with a warning). A checkpoint saved after
+        the epoch's last batch but before its end hooks (a preemption's) trained all of them: the
+        resumed epoch skips them all and runs the end hooks only."""
         position = self.runner.message_hub.get_info(POSITION_KEY)
-        if not position or position['epoch'] != self._epoch or position['batches'] >= position['length']:
+        if not position or position['epoch'] != self._epoch:
             return 0
         shape = self._loader_shape()
         saved = {key: position.get(key) for key in shape}
