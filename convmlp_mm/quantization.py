@@ -50,6 +50,7 @@ def calibration_inputs(cfg: Config, model: nn.Module, num_images: int, split: st
         ValueError: ``split`` is not ``'val'``, ``'test'`` or ``'train'``, or the loader has
             fewer than ``num_images`` images.
     """
+    from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
     if split not in ('val', 'test', 'train'):
         raise ValueError(f"split={split!r} is invalid: expected 'val', 'test' or 'train'")
@@ -58,7 +59,8 @@ def calibration_inputs(cfg: Config, model: nn.Module, num_images: int, split: st
                       sampler=dict(type='DefaultSampler', shuffle=False))
     if split == 'train':  # the evaluation pipeline: calibration sees what the model will see
         loader_cfg['dataset'] = dict(loader_cfg['dataset'], pipeline=cfg.test_dataloader.dataset.pipeline)
-    loader = Runner.build_dataloader(loader_cfg)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # the host's datasets and transforms
+        loader = Runner.build_dataloader(loader_cfg)
     inputs = []
     with torch.no_grad():
         for batch in loader:
@@ -131,14 +133,15 @@ def node_sensitivity(prepared_path: str, int8_path: str, inputs: Sequence[np.nda
     with tempfile.TemporaryDirectory() as folder:
         augmented = osp.join(folder, 'augmented.onnx')
         debug.modify_model_output_intermediate_tensors(int8_path, augmented)
-        activations = debug.compute_activation_error(
-            debug.create_activation_matching(debug.collect_activations(augmented, _Inputs(inputs))))
+        matching = debug.create_activation_matching(debug.collect_activations(augmented, _Inputs(inputs)))
+    activations = {name: debug.compute_signal_to_quantization_noice_ratio(pair['pre_qdq'], pair['post_qdq'])
+                   for name, pair in matching.items() if pair.get('pre_qdq') and pair.get('post_qdq')}
     weights = debug.compute_weight_error(debug.create_weight_matching(prepared_path, int8_path))
     rows = []
     for node in quantizable_nodes(prepared_path):
         if node['weight'] not in weights:  # left in float32
             continue
-        activation = float(activations.get(node['activation'], {}).get('qdq_err', np.inf))
+        activation = float(activations.get(node['activation'], np.inf))
         rows.append(dict(node, weight_sqnr=float(weights[node['weight']]), activation_sqnr=activation,
                          sqnr=min(activation, float(weights[node['weight']]))))
     return sorted(rows, key=lambda row: row['sqnr'])
@@ -193,12 +196,16 @@ class OnnxRuntimeModel(BaseModel):
         onnx (str): The ``.onnx`` file of that model's tensor outputs.
         scope (str): The host library of ``model``.
         threads (int, optional): ONNX Runtime's intra-op threads (default: torch's).
+        data_preprocessor (dict, optional): The config's top-level ``data_preprocessor``, which
+            mmengine's Runner hands to the model it builds: ``model``'s own where it has none.
     """
 
-    def __init__(self, model: dict, onnx: str, scope: str, threads: Optional[int] = None) -> None:
+    def __init__(self, model: dict, onnx: str, scope: str, threads: Optional[int] = None,
+                 data_preprocessor: Optional[dict] = None) -> None:
         if not osp.isfile(onnx):
             raise FileNotFoundError(f'OnnxRuntimeModel: {onnx!r} is not a file; expected an .onnx file written by '
                                     'tools/deployment/export_onnx.py or quantize_int8.py')
+        model = dict(model, data_preprocessor=model.get('data_preprocessor') or data_preprocessor)
         host, _ = build_host_model(Config(dict(model=model, default_scope=scope)), onnx)
         if scope == 'mmseg' and (host.test_cfg or {}).get('mode', 'whole') != 'whole':
             raise ValueError(f"OnnxRuntimeModel: test_cfg.mode={host.test_cfg['mode']!r}; the graph runs whole "
