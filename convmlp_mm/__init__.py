@@ -18,6 +18,6 @@ if importlib.util.find_spec('mmengine') is not None:
     from . import engine  # noqa: F401  (registers the runtime parts)
     from .mm import ConvMLP, PureMLP  # noqa: F811  (the same models as BaseModules, registered)
 
-__version__ = '0.4.0'
+__version__ = '0.5.0'
 __all__ = ['ConvMLP', 'PureMLP', 'MLPClassifier', 'fuse', 'prepare_inference', 'published_to_mmpretrain',
            'mmpretrain_to_published', 'CheckpointError', 'CheckpointNotFoundError']

@@ -1,0 +1,96 @@
+"""bfloat16 against the CPU's own limit: the ConvMLP-S forward at one size in float32, under bf16
+autocast and with prepared bf16 weights, set against the bf16/fp32 ratio of matrix-product peaks
+measured in the same process, and the profiler's top operators of each bf16 form (where the time
+goes that the matrix products do not explain).
+
+    python tools/analysis/bf16_profile.py [--size 640 960] [--repeats 5] [--rows 12] [--out FILE.json]
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from convmlp_mm import ConvMLP, prepare_inference  # noqa: E402
+from convmlp_mm.compat import CPU_NATIVE_BF16  # noqa: E402
+from convmlp_mm.engine import keep_freed_memory  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument('--size', type=int, nargs=2, default=[640, 960], metavar=('H', 'W'))
+parser.add_argument('--repeats', type=int, default=5)
+parser.add_argument('--rows', type=int, default=12, help='profiler rows per form')
+parser.add_argument('--out', help='write the numbers as JSON here')
+
+
+def median_seconds(run, repeats: int) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n x n matrix product in ``dtype``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def top_operators(run, rows: int) -> list:
+    """The profiler's operators of one run, most self CPU time first."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [dict(op=e.key, self_ms=e.self_cpu_time_total / 1e3, share=e.self_cpu_time_total / total, calls=e.count)
+            for e in events[:rows]]
+
+
+def main() -> None:
+    args = parser.parse_args()
+    if not CPU_NATIVE_BF16:
+        sys.exit('this CPU has no native bfloat16 (AVX512-BF16 or AMX): its bf16 runs in reference loops')
+    keep_freed_memory()
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, *args.size)
+    model = ConvMLP('s', drop_path_rate=0.).eval()
+    prepared = prepare_inference(ConvMLP('s', drop_path_rate=0.).eval()).to(torch.bfloat16)
+    forms = {
+        'fp32': lambda: model(x),
+        'bf16 autocast': lambda: model(x),
+        'bf16 weights, prepared': lambda: prepared(x.to(torch.bfloat16)),
+    }
+    peaks = {'fp32': matmul_peak(torch.float32), 'bf16': matmul_peak(torch.bfloat16)}
+    result = dict(size=args.size, threads=torch.get_num_threads(), matmul_peak_gflops=peaks,
+                  peak_ratio=peaks['bf16'] / peaks['fp32'], forms={})
+    with torch.no_grad():
+        for name, run in forms.items():
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=name == 'bf16 autocast'):
+                seconds = median_seconds(run, args.repeats)
+                top = top_operators(run, args.rows) if name != 'fp32' else []
+            result['forms'][name] = dict(seconds=seconds, top=top)
+    fp32 = result['forms']['fp32']['seconds']
+    print(f"matmul peaks: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s (ratio "
+          f"{result['peak_ratio']:.2f}); forward {args.size[0]}x{args.size[1]}: fp32 {fp32 * 1e3:.0f} ms")
+    for name, form in result['forms'].items():
+        form['speedup'] = fp32 / form['seconds']
+        form['of_peak_ratio'] = form['speedup'] / result['peak_ratio']
+        print(f"{name}: {form['seconds'] * 1e3:.0f} ms, {form['speedup']:.2f}x fp32 = {form['of_peak_ratio']:.0%} "
+              'of the peak ratio')
+        for row in form['top']:
+            print(f"    {row['op']:40s} {row['self_ms']:8.1f} ms {row['share']:6.1%} {row['calls']:5d} calls")
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
