@@ -8,15 +8,14 @@ goes that the matrix products do not explain).
 import argparse
 import json
 import os.path as osp
-import statistics
 import sys
-import time
 
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, osp.join(ROOT, 'tools')]
 
+from benchmark import median_seconds  # noqa: E402
 from convmlp_mm import ConvMLP, prepare_inference  # noqa: E402
 from convmlp_mm.compat import CPU_NATIVE_BF16  # noqa: E402
 from convmlp_mm.engine import keep_freed_memory  # noqa: E402
@@ -26,16 +25,6 @@ parser.add_argument('--size', type=int, nargs=2, default=[640, 960], metavar=('H
 parser.add_argument('--repeats', type=int, default=5)
 parser.add_argument('--rows', type=int, default=12, help='profiler rows per form')
 parser.add_argument('--out', help='write the numbers as JSON here')
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:

@@ -14,16 +14,15 @@ import json
 import os
 import os.path as osp
 import re
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, osp.join(ROOT, 'tools')]
 
+from benchmark import median_seconds  # noqa: E402
 from convmlp_mm.compat import cpu_int8_capability  # noqa: E402
 from convmlp_mm.deployment import TensorGraph, build_model, export_onnx, ort_session  # noqa: E402
 
@@ -63,16 +62,6 @@ def score(work: str, name: str, weights: str) -> float:
     config, metric, _, _ = CASES[name]
     text = tool(work, osp.join(ROOT, 'tools/test.py'), osp.join(ROOT, config), weights, '--work-dir', name)
     return float(re.search(rf'^  {re.escape(metric)}: ([-\d.]+)$', text, re.M).group(1))
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up: first-run allocations and kernel choices
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def latencies(work: str, name: str, checkpoint: str, int8: str, repeats: int) -> dict:
