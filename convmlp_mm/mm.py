@@ -62,14 +62,18 @@ def check_scope(cfg: Config, filename: str) -> str:
 
 def build_host_model(cfg: Config, filename: str) -> Tuple[nn.Module, str]:
     """``(model, scope)``: ``cfg.model`` built by the ``MODELS`` registry of the config's host, in
-    its scope (as its Runner builds it), with no weights initialised or read.
+    its scope, as its Runner builds it (the top-level ``data_preprocessor`` of mmpretrain-style
+    configs is the model's where it has none), with no weights initialised or read.
 
     Raises:
         ValueError: the config names no host of :data:`HOSTS`.
     """
     scope = check_scope(cfg, filename)
+    model = cfg.model
+    if isinstance(model, dict) and cfg.get('data_preprocessor') is not None and 'data_preprocessor' not in model:
+        model = dict(model, data_preprocessor=cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
-        return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model), scope
+        return importlib.import_module(f'{scope}.registry').MODELS.build(model), scope
 
 
 def register_model(cls: Type) -> Type:

@@ -53,14 +53,13 @@ def test_int8_model_is_calibrated_quantized_and_scored_by_the_configs_evaluator(
     torch.save({'state_dict': model.state_dict()}, data / f'{name}.pth')
     out = data / f'{name}-int8.onnx'
     code, text = run('tools/deployment/quantize_int8.py', config, data / f'{name}.pth', '--out', out,
-                     '--calib-images', 4, '--target', 0.99, cwd=data)
+                     '--calib-images', 4, '--max-float', 0, cwd=data)  # per-node runs: the library test's
     assert code == 0, text[-3000:]
     report = json.load(open(f'{out}.json'))
-    assert report['agreement'] > 0.99 and report['calib_images'] == 4
-    rows = report['sensitivity']
-    assert rows and all(set(row) >= {'name', 'op', 'weight_sqnr', 'activation_sqnr', 'sqnr'} for row in rows)
-    assert [row['sqnr'] for row in rows] == sorted(row['sqnr'] for row in rows)  # least accurate first
-    assert set(report['float_nodes']) <= {row['name'] for row in rows}
+    assert report['calib_images'] == 4 and report['quantizable'] > 20
+    assert report['float_nodes'] == [] and report['agreement'] == report['all_int8_agreement']
+    if report['agreement'] < 0.995:  # random weights: only said
+        assert 'warning: --target 0.995 not reached with 0 nodes in float32' in text
     assert report['int8_mib'] < 0.35 * report['fp32_mib']
 
     results = {}
@@ -90,9 +89,9 @@ def test_int8_outputs_correlate_with_float32(tmp_path):
     agreement = quantization.output_agreement(ort_session(str(tmp_path / 'prepared.onnx')),
                                               ort_session(str(tmp_path / 'int8.onnx')), held_out)
     assert agreement > 0.99
-    rows = quantization.node_sensitivity(str(tmp_path / 'prepared.onnx'), str(tmp_path / 'int8.onnx'), inputs)
-    assert len(rows) == len(quantization.quantizable_nodes(str(tmp_path / 'prepared.onnx')))
-    assert all(np.isfinite(row['weight_sqnr']) and row['weight_sqnr'] > 20 for row in rows)
+    rows = quantization.node_sensitivity(str(tmp_path / 'prepared.onnx'), inputs[:1])
+    assert len(rows) == len(quantization.quantizable_nodes(str(tmp_path / 'prepared.onnx'))) > 20
+    assert all(agreement - 0.01 < row['correlation'] <= 1 for row in rows)  # one node costs less than all
 
 
 def test_onnx_model_and_amp_are_refused_together(data):
@@ -100,3 +99,12 @@ def test_onnx_model_and_amp_are_refused_together(data):
     (data / 'empty.onnx').write_bytes(b'')
     code, text = run('tools/test.py', config, data / 'empty.onnx', '--amp', cwd=data)
     assert code == 2 and '--amp with' in text and 'leave out --amp' in text
+
+
+def test_models_built_outside_the_runner_take_the_configs_top_level_data_preprocessor():
+    """mmpretrain configs keep the data preprocessor at the top level and mmengine's Runner gives
+    it to the model; calibration images through any other preprocessor (unnormalised BGR) make
+    int8 ranges the evaluation never sees (measured: top-1 34 % instead of 90 %)."""
+    model, _ = build_model(osp.join(ROOT, QUICK['classifier'][0]))
+    preprocessor = model.data_preprocessor
+    assert preprocessor.to_rgb and torch.allclose(preprocessor.mean.flatten(), torch.tensor([123.675, 116.28, 103.53]))

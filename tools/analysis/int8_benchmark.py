@@ -95,12 +95,12 @@ def main() -> None:
         row = dict(case=name, checkpoint=osp.relpath(checkpoint, work), size=CASES[name][2],
                    fp32_metric=score(work, name, checkpoint), int8_metric=score(work, name, int8),
                    float_nodes=report['float_nodes'], agreement=report['agreement'],
-                   quantized_nodes=len(report['sensitivity']) - len(report['float_nodes']),
-                   int8_mib=osp.getsize(int8) / 2 ** 20, least_accurate=report['sensitivity'][:5],
+                   quantized_nodes=report['quantizable'] - len(report['float_nodes']),
+                   int8_mib=osp.getsize(int8) / 2 ** 20, most_sensitive=report['sensitivity'][:5],
                    **latencies(work, name, checkpoint, int8, args.repeats))
         row['speedup_over_pytorch_fp32'] = row['pytorch_fp32'] / row['onnxruntime_int8']
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != 'least_accurate'}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != 'most_sensitive'}), flush=True)
     result = dict(machine=dict(int8=cpu_int8_capability(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
                                threads=torch.get_num_threads(),
                                torch=torch.__version__, onnxruntime=__import__('onnxruntime').__version__),

@@ -2,14 +2,15 @@
 
     python tools/deployment/quantize_int8.py CONFIG CHECKPOINT --out FILE.onnx [--calib-images N]
                                              [--split {val,test,train}] [--part {model,backbone}]
-                                             [--target CORRELATION] [--max-float N]
+                                             [--target CORRELATION] [--max-float N] [--sensitivity-images N]
 
 Exports the network as tools/deployment/export_onnx.py does (RetinaNet, Semantic FPN, a
 classifier; any config's backbone with ``--part backbone``), calibrates activation ranges on the
-first N images of the config's val (or train) loader, quantizes convolutions and matrix products
-to int8 with ONNX Runtime (QDQ), measures every quantized node's SQNR, and leaves the least
-accurate nodes in float32, one at a time, until the int8 outputs correlate with the float32 ones
-at least ``--target`` on the calibration images (see :mod:`convmlp_mm.quantization`). Writes FILE
+N images drawn (seed 0) from the config's val (or train) loader, quantizes convolutions and matrix products
+to int8 with ONNX Runtime (QDQ), and where the outputs then correlate with the float32 ones less
+than ``--target`` on the calibration images, measures each node's sensitivity (the output
+correlation with that node alone in int8) and leaves the most sensitive nodes in float32, one at
+a time, until they reach it (see :mod:`convmlp_mm.quantization`). Writes FILE
 and FILE.json (per-node sensitivity, the float32 nodes, agreement, sizes). Evaluate it with
 ``tools/test.py CONFIG FILE.onnx``.
 """
@@ -38,7 +39,9 @@ parser.add_argument('--split', choices=('val', 'test', 'train'), default='val',
 parser.add_argument('--part', choices=PARTS, default='model', help='the whole network or its backbone')
 parser.add_argument('--target', type=float, default=0.995,
                     help='output correlation with float32 to reach by leaving nodes in float32 (default 0.995)')
-parser.add_argument('--max-float', type=int, default=8, help='at most this many nodes left in float32 (default 8)')
+parser.add_argument('--max-float', type=int, default=16, help='at most this many nodes left in float32 (default 16)')
+parser.add_argument('--sensitivity-images', type=int, default=8,
+                    help='calibration images the per-node sensitivity runs on (default 8)')
 
 
 def write(graph: TensorGraph, args, inputs, folder: str) -> dict:
@@ -48,7 +51,8 @@ def write(graph: TensorGraph, args, inputs, folder: str) -> dict:
     export_onnx(graph, fp32, inputs[0].shape[-2:])
     quantization.prepare_for_quantization(fp32, prepared)
     partial = args.out + '.partial.onnx'
-    report = quantization.choose_float_nodes(prepared, partial, inputs, args.target, args.max_float)
+    report = quantization.choose_float_nodes(prepared, partial, inputs, args.target, args.max_float,
+                                             args.sensitivity_images)
     os.replace(partial, args.out)  # a complete file or none
     report.update(config=args.config, checkpoint=args.checkpoint, part=args.part, calib_images=len(inputs),
                   split=args.split, target=args.target, outputs=graph.names,
@@ -78,8 +82,11 @@ def main() -> None:
     with open(args.out + '.json', 'w') as f:
         json.dump(report, f, indent=1)
     print(f"{args.out}: int8, {report['int8_mib']:.1f} MiB ({report['int8_mib'] / report['fp32_mib']:.0%} of "
-          f"float32), {len(report['float_nodes'])} of {len(report['sensitivity'])} quantizable nodes in float32, "
+          f"float32), {len(report['float_nodes'])} of {report['quantizable']} quantizable nodes in float32, "
           f"output correlation {report['agreement']:.5f} (all int8: {report['all_int8_agreement']:.5f})")
+    if report['agreement'] < args.target:
+        print(f'warning: --target {args.target} not reached with {args.max_float} nodes in float32; check the '
+              'metric with tools/test.py or allow more with --max-float', flush=True)
 
 
 if __name__ == '__main__':
