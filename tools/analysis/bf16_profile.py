@@ -1,7 +1,7 @@
 """bfloat16 against the CPU's own limit: the ConvMLP-S forward at one size in float32, under bf16
 autocast and with prepared bf16 weights, set against the bf16/fp32 ratio of matrix-product peaks
-measured in the same process, and the profiler's top operators of each bf16 form (where the time
-goes that the matrix products do not explain).
+measured in the same process, and the profiler's top operators of each form, each set against its
+float32 time (where the time goes that the matrix products do not explain).
 
     python tools/analysis/bf16_profile.py [--size 640 960] [--repeats 5] [--rows 12] [--out FILE.json]
 """
@@ -64,7 +64,7 @@ def main() -> None:
         for name, run in forms.items():
             with torch.autocast('cpu', dtype=torch.bfloat16, enabled=name == 'bf16 autocast'):
                 seconds = median_seconds(run, args.repeats)
-                top = top_operators(run, args.rows) if name != 'fp32' else []
+                top = top_operators(run, args.rows)
             result['forms'][name] = dict(seconds=seconds, top=top)
     fp32 = result['forms']['fp32']['seconds']
     print(f"matmul peaks: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s (ratio "
@@ -74,8 +74,11 @@ def main() -> None:
         form['of_peak_ratio'] = form['speedup'] / result['peak_ratio']
         print(f"{name}: {form['seconds'] * 1e3:.0f} ms, {form['speedup']:.2f}x fp32 = {form['of_peak_ratio']:.0%} "
               'of the peak ratio')
+        fp32_ms = {row['op']: row['self_ms'] for row in result['forms']['fp32']['top']}
         for row in form['top']:
-            print(f"    {row['op']:40s} {row['self_ms']:8.1f} ms {row['share']:6.1%} {row['calls']:5d} calls")
+            row['fp32_ms'] = fp32_ms.get(row['op'])
+            against = f"{row['fp32_ms'] / row['self_ms']:5.2f}x fp32's" if row['fp32_ms'] else ''
+            print(f"    {row['op']:40s} {row['self_ms']:8.1f} ms {row['share']:6.1%} {row['calls']:5d} calls {against}")
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)

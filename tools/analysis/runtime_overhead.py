@@ -6,8 +6,8 @@ In each of 2 processes (gloo, ``CPUDistributedDataParallel``, one thread each) a
 backbone with a linear head trains on random ``--size`` images, batch ``--batch`` per process,
 in alternating runs (ABBA order): mmengine's ``EpochBasedTrainLoop`` alone, and with the parts our tools add
 (``ResumableEpochBasedTrainLoop``, ``RandomStateHook``, ``FiniteLossHook``, ``PreemptionHook``,
-``StallWatchdogHook``, ``SafeCheckpointLoadHook``), ``--rounds`` times each, ``--iters``
-iterations a run. The time of an iteration is from its first hook to its last (the same timing
+``StallWatchdogHook``, ``SafeCheckpointLoadHook``, and the wrapper's ``fixed_buckets``), ``--rounds``
+times each, ``--iters`` iterations a run. The time of an iteration is from its first hook to its last (the same timing
 hook in both); the first 5 of each run are left out. Prints the median per iteration of each and
 the overhead as a markdown row.
 """
@@ -70,7 +70,8 @@ def _run(rank: int, port: int, args, results) -> None:
                 train_cfg=dict(type='ResumableEpochBasedTrainLoop' if name == 'with' else 'EpochBasedTrainLoop',
                                max_epochs=1),
                 custom_hooks=PARTS if name == 'with' else [], default_hooks=dict(checkpoint=None),
-                launcher='pytorch', cfg=dict(model_wrapper_cfg=dict(type='CPUDistributedDataParallel')),
+                launcher='pytorch', cfg=dict(model_wrapper_cfg=dict(type='CPUDistributedDataParallel',
+                                                                  fixed_buckets=name == 'with')),
                 log_level='WARNING', default_scope='mmengine')
             runner.register_hook(Timer(times), priority='HIGHEST')
             runner.train()
