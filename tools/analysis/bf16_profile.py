@@ -1,11 +1,13 @@
 """bfloat16 against the CPU's own limit: the ConvMLP-S forward at one size in float32, under bf16
 autocast and with prepared bf16 weights, set against the bf16/fp32 ratio of matrix-product peaks
 measured in the same process, and the profiler's top operators of each form, each set against its
-float32 time (where the time goes that the matrix products do not explain).
+float32 time (where the time goes that the matrix products do not explain), and each dense
+convolution alone with its achieved GFLOP/s in both precisions.
 
     python tools/analysis/bf16_profile.py [--size 640 960] [--repeats 5] [--rows 12] [--out FILE.json]
 """
 import argparse
+import copy
 import json
 import os.path as osp
 import sys
@@ -41,6 +43,30 @@ def top_operators(run, rows: int) -> list:
     total = sum(e.self_cpu_time_total for e in events)
     return [dict(op=e.key, self_ms=e.self_cpu_time_total / 1e3, share=e.self_cpu_time_total / total, calls=e.count)
             for e in events[:rows]]
+
+
+def dense_convolutions(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> list:
+    """Each dense convolution of the prepared ``model`` alone, at the input it gets from ``x``, in
+    float32 and bfloat16 (channels-last, as prepared): milliseconds and achieved GFLOP/s."""
+    inputs = {}
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1]
+    def keep_input(module, args, output) -> None:  # returns None: the output stays as it is
+        inputs.setdefault(module, args[0].float())
+
+    handles = [m.register_forward_hook(keep_input) for _, m in convs]
+    model(x)
+    for handle in handles:
+        handle.remove()
+    rows = []
+    for name, conv in convs:
+        a = inputs[conv].contiguous(memory_format=torch.channels_last)
+        out = conv(a)
+        flops = 2 * out.numel() * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        low, a16 = copy.deepcopy(conv).to(torch.bfloat16), a.to(torch.bfloat16)
+        fp32, bf16 = median_seconds(lambda: conv(a), repeats), median_seconds(lambda: low(a16), repeats)
+        rows.append(dict(conv=name, input=list(a.shape), kernel=list(conv.kernel_size), fp32_ms=fp32 * 1e3,
+                         bf16_ms=bf16 * 1e3, fp32_gflops=flops / fp32 / 1e9, bf16_gflops=flops / bf16 / 1e9))
+    return rows
 
 
 def main() -> None:
@@ -79,6 +105,13 @@ def main() -> None:
             row['fp32_ms'] = fp32_ms.get(row['op'])
             against = f"{row['fp32_ms'] / row['self_ms']:5.2f}x fp32's" if row['fp32_ms'] else ''
             print(f"    {row['op']:40s} {row['self_ms']:8.1f} ms {row['share']:6.1%} {row['calls']:5d} calls {against}")
+    fp32_model = prepare_inference(ConvMLP('s', drop_path_rate=0.).eval())
+    with torch.no_grad():
+        result['dense_convolutions'] = dense_convolutions(fp32_model, x, args.repeats)
+    print('dense convolutions alone (fp32 / bf16 ms, GFLOP/s):')
+    for row in result['dense_convolutions']:
+        print(f"    {row['conv']:32s} {str(row['input']):22s} {row['fp32_ms']:6.2f} / {row['bf16_ms']:6.2f} ms "
+              f"{row['fp32_gflops']:5.0f} / {row['bf16_gflops']:5.0f} GFLOP/s")
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)
