@@ -71,23 +71,13 @@ def calibration_inputs(cfg: Config, model: nn.Module, num_images: int, split: st
 
 
 class _Inputs:
-    """ONNX Runtime's ``CalibrationDataReader`` protocol (``get_next``, iteration) over a list of
-    arrays."""
+    """ONNX Runtime's ``CalibrationDataReader`` protocol (``get_next``) over a list of arrays."""
 
     def __init__(self, inputs: Sequence[np.ndarray]) -> None:
         self._next = iter([{'image': x} for x in inputs])
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
         return next(self._next, None)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item = self.get_next()
-        if item is None:
-            raise StopIteration
-        return item
 
 
 def prepare_for_quantization(fp32_path: str, out_path: str) -> None:
