@@ -6,6 +6,11 @@ Supported range (docs/install.md): torch 2.1 to 2.14, numpy 1.26 and 2.x.
 - :func:`is_autocast_enabled` -- ``torch.is_autocast_enabled(device_type)`` exists since
   torch 2.4; before, CPU autocast had ``torch.is_autocast_cpu_enabled()`` and the argument-free
   call meant CUDA.
+- :func:`is_compiling` -- whether torch.compile or torch.export is tracing the caller:
+  ``torch.compiler.is_compiling`` (torch 2.3 and later); False before.
+- :data:`HAS_EXPORT_DIMS`, :data:`HAS_EXPORT_AUTO_DIMS` -- ``torch.export.Dim`` (dynamic sizes
+  of an exported program, torch 2.2 and later) and ``Dim.AUTO`` (sizes found dynamic by tracing,
+  torch 2.6 and later).
 - :data:`CPU_AUTOCAST_DTYPES` -- CPU autocast takes float16 too since torch 2.2 (torch 2.1:
   "AutocastCPU only support Bfloat16"); found by trying it.
 - :data:`HAS_SAFE_GLOBALS_BY_NAME` -- ``torch.serialization.safe_globals`` with ``(object,
@@ -22,13 +27,17 @@ Supported range (docs/install.md): torch 2.1 to 2.14, numpy 1.26 and 2.x.
   before they run bfloat16 there.
 - :data:`HAS_MMCV` -- whether mmcv is installed (found, not imported): the registered backbones
   build their norm layers through mmcv's registry, else with torch's layers.
+- :func:`loaded_classes` -- host classes that prepared models treat specially (mmcv's
+  ``RoIAlign``), taken from the modules the process has already imported: a model that contains
+  one has imported its module, and the models layer imports no host.
 - :func:`onnx_export_kwargs` -- ``torch.onnx.export`` takes ``dynamo`` since torch 2.5 and
   defaults it to True since 2.9; we export with the TorchScript-based exporter on every torch.
 """
 import importlib.util
 import inspect
+import sys
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -64,6 +73,24 @@ def is_autocast_enabled(device_type: str) -> bool:
     if device_type == 'cuda':
         return torch.is_autocast_enabled()
     return False
+
+
+def is_compiling() -> bool:
+    """Whether torch.compile (dynamo) or torch.export is tracing the caller: then sizes may be
+    symbolic, and code that branches on them guards (or specialises) the traced program.
+    ``torch.compiler.is_compiling`` since torch 2.3; False before (torch 2.1 and 2.2 trace the
+    eager branches)."""
+    if _HAS_COMPILER_IS_COMPILING:
+        return torch.compiler.is_compiling()
+    return False
+
+
+_HAS_COMPILER_IS_COMPILING = hasattr(getattr(torch, 'compiler', None), 'is_compiling')
+
+#: ``torch.export.Dim``: dynamic batch, height and width of an exported program (torch 2.2 and later).
+HAS_EXPORT_DIMS = hasattr(getattr(torch, 'export', None), 'Dim')
+#: ``torch.export.Dim.AUTO``: sizes that tracing finds dynamic (torch 2.6 and later).
+HAS_EXPORT_AUTO_DIMS = HAS_EXPORT_DIMS and hasattr(torch.export.Dim, 'AUTO')
 
 
 def _cpu_autocast_dtypes() -> tuple:
@@ -150,3 +177,14 @@ def onnx_export_kwargs() -> dict:
 
 #: mmcv is installed (found without importing it).
 HAS_MMCV = importlib.util.find_spec('mmcv') is not None
+
+
+#: mmcv's RoI pooling modules whose CPU kernels read the input's memory as contiguous NCHW float32.
+NCHW_FLOAT32_OPS = (('mmcv.ops.roi_align', 'RoIAlign'), )
+
+
+def loaded_classes(names: Sequence[Tuple[str, str]]) -> tuple:
+    """The classes ``(module, class)`` of ``names`` whose modules are imported in this process
+    (none is imported here)."""
+    modules = ((sys.modules.get(module), name) for module, name in names)
+    return tuple(getattr(module, name) for module, name in modules if module is not None and hasattr(module, name))

@@ -10,7 +10,6 @@ hosts' inference APIs would load it with missing keys only logged). ``--amp`` pr
 GPUs).
 """
 import argparse
-import contextlib
 import os
 import os.path as osp
 from typing import List
@@ -24,7 +23,7 @@ import convmlp_mm  # noqa: F401  (registers the models and the runtime parts)
 from convmlp_mm import prepare_inference
 from convmlp_mm.compat import emulated_bf16_warning
 from convmlp_mm.data.checks import DatasetError, check_image
-from convmlp_mm.engine import mmcv_ops_for_prepared_models, safe_checkpoint_loading
+from convmlp_mm.engine import safe_checkpoint_loading
 from convmlp_mm.engine.checkpoint import load_checkpoint
 from convmlp_mm.models.weights import CheckpointError, check_state_dict_fits, unwrap_state_dict
 from convmlp_mm.cli import TRUST_HELP, checkpoint_argument, trust_from
@@ -105,7 +104,7 @@ def load(cfg: Config, args) -> tuple:
     parts = ['safe_checkpoint_loading']
     if args.amp:
         prepare_inference(model)
-        parts += ['prepare_inference', 'mmcv_ops_for_prepared_models']
+        parts += ['prepare_inference']
     print('convmlp_mm runtime parts: ' + ', '.join(parts), flush=True)
     if args.amp and torch.device(args.device).type == 'cpu' and emulated_bf16_warning():
         print(f'warning: --amp: {emulated_bf16_warning()}', flush=True)
@@ -142,8 +141,7 @@ def main() -> None:
     written = []
     for path in args.images:
         image = mmcv.imread(path)  # BGR, as the pipelines read it
-        ops = mmcv_ops_for_prepared_models() if args.amp else contextlib.nullcontext()
-        with torch.autocast(device_type, dtype=autocast_dtype, enabled=args.amp), ops:
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=args.amp):
             result = infer(model, image)
         written.append(osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '.png'))
         draw(visualizer, scope, image, result, written[-1], args.score_thr)

@@ -17,7 +17,6 @@ CPUDistributedDataParallel        ``model_wrapper_cfg=dict(type='CPUDistributedD
 init_cpu_process_group            called by ``tools/train.py`` and ``tools/test.py`` before the Runner
 CPUAmpOptimWrapper                ``optim_wrapper=dict(type='CPUAmpOptimWrapper', ...)``
 AmpTestLoop, PrepareInferenceHook ``test_cfg=dict(type='AmpTestLoop')``, ``custom_hooks``
-mmcv_ops_for_prepared_models      a ``with`` context (``PrepareInferenceHook`` enters it)
 CheckpointFitsHook                ``custom_hooks`` (our tools add it when they resume or test)
 keep_freed_memory                 called by our tools (process-wide CPU allocator setting)
 ================================  =================================================================
@@ -31,11 +30,10 @@ from .hooks import (CheckpointFitsHook, FiniteLossHook, Preempted, PreemptionHoo
                     RandomStateHook, StallWatchdogHook)
 from .memory import keep_freed_memory
 from .loops import AmpTestLoop, ResumableEpochBasedTrainLoop, ResumableIterBasedTrainLoop
-from .ops import mmcv_ops_for_prepared_models
 
 __all__ = ['AmpTestLoop', 'AtomicLocalBackend', 'CPUAmpOptimWrapper', 'CPUDistributedDataParallel',
            'CheckpointFitsHook', 'EpochSeededDataset', 'FiniteLossHook', 'Preempted', 'PreemptionHook',
            'PrepareInferenceHook', 'RandomStateHook', 'ResumableEpochBasedTrainLoop', 'ResumableIterBasedTrainLoop',
            'SafeCheckpointLoadHook', 'StallWatchdogHook', 'init_cpu_process_group', 'keep_freed_memory',
-           'load_checkpoint', 'mmcv_ops_for_prepared_models', 'safe_checkpoint_loading', 'trust_checkpoint',
+           'load_checkpoint', 'safe_checkpoint_loading', 'trust_checkpoint',
            'write_atomically']
