@@ -1,5 +1,7 @@
 """The documentation: a short README that links every page of docs/, the license, model-zoo tables
 that are the metafiles, a tools page that names every tool, and every code block run or checked."""
+import ast
+import builtins
 import functools
 import glob
 import importlib
@@ -8,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+from typing import NamedTuple, Optional
 
 import pytest
 import torch
@@ -54,28 +57,158 @@ def test_model_zoo_tables_are_the_metafiles(capsys):
 
 
 # ------------------------------------------------------------------------ the pages' code blocks
-# Every python and bash block of README.md and docs/ is run or checked here. A comment line
+# Every fenced block of README.md and docs/*.md is run or checked here. A comment line
 # `<!-- doc-test: WHAT -->` right above a block says how:
-#   (none)                a python block: executed (convmlp_mm, ConvMLP, PureMLP, timm and torch
-#                         imported; the published ImageNet files in torch's hub cache, in the
-#                         published layout with random weights, as no download is possible here)
-#   config [BASE]         a python config (or a fragment merged onto BASE): read by mmengine and its
-#                         model built (one of ours where the block names ConvMLP)
+#   run                   a python block: executed as written, in a namespace of its own (the published
+#                         ImageNet files in torch's hub cache, in the published layout with random
+#                         weights, as no download is possible here)
+#   config [BASE]         a python config (or a fragment merged onto BASE, `host::path` or a path of
+#                         this repository): read by mmengine, its model built (one of ours where the
+#                         block names ConvMLP) and its optim_wrapper built for that model
+#   needs data|needs a GPU|needs a checkpoint: PLACEHOLDER, ...
+#                         a python block that cannot run here: compiled, its imports run, and every
+#                         name it reads is imported or assigned in it or is one of its placeholders
+#                         (each of which it contains); the paragraph right above the comment, which
+#                         the reader sees, says what it needs and names each placeholder in backticks
 #   needs data|needs a GPU|install|long
-#                         not run: a python block is compiled, a bash block's commands are checked
-#                         (every tool exists and its --help prints its usage, every repository path
-#                         exists, every make target and mim config is ours)
-# A bash block always carries one of the last four: its commands train, download or install.
-BLOCK = re.compile(r'(?:<!-- doc-test: ([^>]*?) -->\n)?```(python|bash|sh|console)\n(.*?)```', re.S)
+#                         a bash block: not run (its commands train, download or install); its
+#                         commands are checked (every tool exists and its --help prints its usage,
+#                         every repository path exists, every make target and mim config is ours)
+# A python or bash block without one fails (test_every_code_block_is_run_or_marked); plain fences
+# (no language, `text`, `bibtex`) are text to read.
+SHELLS = ('bash', 'sh', 'console')
+TEXT = ('', 'text', 'bibtex')
 CHECKED = ('needs data', 'needs a GPU', 'install', 'long')
+NEEDS = ('needs data', 'needs a GPU', 'needs a checkpoint')
+FENCE = re.compile(r'^(\s*)(`{3,}|~{3,})\s*([^`\s]*)')
+MARKER = re.compile(r'^\s*<!-- doc-test: (.*?) -->\s*$')
+
+
+class Block(NamedTuple):
+    page: str
+    line: int        # of the opening fence
+    language: str
+    marker: str      # what the `<!-- doc-test: ... -->` line right above the fence says, or ''
+    code: str
+    note: str        # the paragraph right above that line
+
+
+def doc_pages():
+    return ['README.md', *sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'docs', '*.md')))]
+
+
+def fenced_blocks(page: str):
+    """Every fenced block of PAGE, indented ones (in lists) included."""
+    lines = read(page).split('\n')
+    i = 0
+    while i < len(lines):
+        fence = FENCE.match(lines[i])
+        if not fence:
+            i += 1
+            continue
+        indent, chars, language = fence.groups()
+        end = i + 1  # the closing fence: the same character, at least as many, nothing else
+        while end < len(lines) and not (lines[end].strip().startswith(chars) and not lines[end].strip(' ' + chars[0])):
+            end += 1
+        code = '\n'.join(line[len(indent):] if line.startswith(indent) else line.lstrip() for line in lines[i + 1:end])
+        marker = MARKER.match(lines[i - 1]) if i else None
+        note, above = [], i - 2  # the paragraph above the marker (blank lines between them skipped)
+        while marker and above >= 0 and not lines[above].strip():
+            above -= 1
+        while marker and above >= 0 and lines[above].strip() and not FENCE.match(lines[above]):
+            note.insert(0, lines[above].strip())
+            above -= 1
+        yield Block(page, i + 1, language, marker.group(1) if marker else '', code + '\n', ' '.join(note))
+        i = end + 1
+
+
+def needs(marker: str):
+    """``(need, placeholders)`` of a `needs ...: A, B` marker, or None."""
+    need, _, placeholders = marker.partition(':')
+    if need.strip() not in NEEDS:
+        return None
+    return need.strip(), [p.strip() for p in placeholders.split(',') if p.strip()]
+
+
+def free_names(code: str) -> set:
+    """The names a block reads that it neither imports nor assigns (nor are builtins)."""
+    tree = ast.parse(code)
+    read_, bound = set(), set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read_ if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split('.')[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return read_ - bound
+
+
+def block_problem(block: Block) -> Optional[str]:
+    """Why BLOCK is neither run nor properly marked, or None."""
+    where = f'{block.page}:{block.line}'
+    if block.language in TEXT:
+        return None
+    if block.language in SHELLS:
+        if block.marker not in CHECKED:
+            return f'{where}: a {block.language} block needs `<!-- doc-test: {"|".join(CHECKED)} -->` right above it'
+        return None
+    if block.language != 'python':
+        return f'{where}: no doc test for {block.language!r} blocks (write python, bash or a plain fence)'
+    if block.marker == 'run' or block.marker.split(' ')[0] == 'config':
+        return None
+    need = needs(block.marker)
+    if need is None:
+        return (f'{where}: a python block needs `<!-- doc-test: run -->`, `<!-- doc-test: config [BASE] -->` or '
+                f'`<!-- doc-test: {"|".join(NEEDS)}: PLACEHOLDER, ... -->` right above it (found {block.marker!r})')
+    need, placeholders = need
+    if not placeholders and need != 'needs a GPU':
+        return f'{where}: `{need}` names no placeholder (`<!-- doc-test: {need}: PLACEHOLDER, ... -->`)'
+    if need.lower() not in block.note.lower():
+        return f'{where}: the paragraph right above the marker does not tell the reader that it {need}'
+    unnamed = [p for p in placeholders if f'`{p}`' not in block.note]
+    absent = [p for p in placeholders if p not in block.code]
+    if unnamed or absent:
+        return f'{where}: placeholders not named in the note above {unnamed}, not in the block {absent}'
+    undefined = sorted(free_names(block.code) - set(placeholders))
+    if undefined:
+        return f'{where}: reads {undefined}, neither imported nor assigned in the block nor named placeholders'
+    return None
+
+
+def test_every_code_block_is_run_or_marked():
+    """No python or bash block of the docs escapes the test below: each is run, or marked as what
+    it needs with its placeholders named for the reader."""
+    problems = [block_problem(block) for page in doc_pages() for block in fenced_blocks(page)]
+    assert not any(problems), '\n'.join(p for p in problems if p)
+
+
+def test_block_checks_find_what_they_should():
+    """An unmarked block, a missing import and an unnamed placeholder are each found."""
+    unmarked = Block('x.md', 1, 'python', '', 'x = 1\n', '')
+    assert 'needs `<!-- doc-test: run -->`' in block_problem(unmarked)
+    code = "detector = init_detector(CONFIG, 'epoch_8.pth')\n"
+    note = 'Needs a checkpoint: `CONFIG` is its config, `epoch_8.pth` the file.'
+    marked = Block('x.md', 1, 'python', 'needs a checkpoint: CONFIG, epoch_8.pth', code, note)
+    assert "['init_detector']" in block_problem(marked)
+    assert block_problem(marked._replace(code='from mmdet.apis import init_detector\n' + code)) is None
+    assert 'not named in the note' in block_problem(marked._replace(
+        code='from mmdet.apis import init_detector\n' + code, note='Needs a checkpoint: `CONFIG`.'))
+    assert 'does not tell the reader' in block_problem(marked._replace(note='`CONFIG`, `epoch_8.pth`'))
+    assert 'no doc test' in block_problem(Block('x.md', 1, 'py', 'run', 'x = 1\n', ''))
+    blocks = list(fenced_blocks('docs/usage.md'))
+    assert blocks and all(b.code.strip() and b.language for b in blocks)
 
 
 def code_blocks():
-    for page in ('README.md', *(f'docs/{name}.md' for name in PAGES)):
-        text = read(page)
-        for match in BLOCK.finditer(text):
-            line = text.count('\n', 0, match.start(2)) + 1
-            yield pytest.param(page, match.group(2), match.group(1) or '', match.group(3), id=f'{page}:{line}')
+    for page in doc_pages():
+        for block in fenced_blocks(page):
+            if block.language == 'python' or block.language in SHELLS:
+                yield pytest.param(block, id=f'{block.page}:{block.line}')
 
 
 @pytest.fixture(scope='module')
@@ -126,38 +259,74 @@ def check_command(line: str) -> None:
 
 @pytest.mark.slow  # runs the tools' --help and builds models
 @pytest.mark.stack_independent('the documentation is the same on both stacks; what its code runs is tested on both')
-@pytest.mark.parametrize('page, language, marker, code', list(code_blocks()))
-def test_code_blocks_run_or_are_checked(page, language, marker, code, torch_home, tmp_path, monkeypatch):
-    if language == 'bash':
-        assert marker in CHECKED, f'{page}: a bash block needs `<!-- doc-test: {"|".join(CHECKED)} -->` above it'
+@pytest.mark.parametrize('block', list(code_blocks()))
+def test_code_blocks_run_or_are_checked(block, torch_home, tmp_path, monkeypatch):
+    problem = block_problem(block)
+    assert problem is None, problem
+    page, code, marker = block.page, block.code, block.marker
+    if block.language in SHELLS:
         for line in code.replace('\\\n', ' ').splitlines():
             check_command(line.strip())
         return
-    assert language == 'python', f'{page}: no doc test for {language} blocks'
     text = code.replace('/path/to/convmlp_mm', ROOT)
     compiled = compile(text, page, 'exec')
-    if marker in CHECKED:
+    if needs(marker):
+        # what can run without the data: its imports
+        imports = [node for node in ast.walk(ast.parse(text)) if isinstance(node, (ast.Import, ast.ImportFrom))]
+        exec(compile(ast.Module(body=imports, type_ignores=[]), page, 'exec'), {'__name__': '__doc_block__'})
         return
     if marker.split(' ')[0] == 'config':
-        from mmengine.config import Config
-        from mmengine.registry import DefaultScope
-        base = marker[len('config '):]
-        cfg = Config.fromstring(f'_base_ = {base!r}\n' + text if base else text, '.py')
-        scope = cfg.default_scope
-        registry = importlib.import_module(f'{scope}.registry').MODELS
-        importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
-        with DefaultScope.overwrite_default_scope(scope):
-            model = registry.build(cfg.model)
-        if 'ConvMLP' in code:
-            assert type(model.backbone).__name__ in ('ConvMLP', 'PureMLP')
+        build_config_block(text, marker[len('config '):].strip(), 'ConvMLP' in code)
         return
-    assert not marker, f'{page}: unknown doc-test marker {marker!r}'
+    assert marker == 'run', marker
     monkeypatch.setenv('TORCH_HOME', str(torch_home))
-    import convmlp_mm
-    namespace = dict(convmlp_mm=convmlp_mm, ConvMLP=convmlp_mm.ConvMLP, PureMLP=convmlp_mm.PureMLP,
-                     timm=importlib.import_module('timm'), torch=torch)
     monkeypatch.chdir(tmp_path)
-    exec(compiled, namespace)
+    exec(compiled, {'__name__': '__doc_block__'})
+
+
+def build_config_block(text: str, base: str, ours: bool) -> None:
+    """A config block read by mmengine (merged onto BASE), its model and optim_wrapper built."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+    if base and '::' not in base:
+        base = osp.join(ROOT, base)
+        assert osp.isfile(base), base
+    cfg = Config.fromstring(f'_base_ = {base!r}\n' + text if base else text, '.py')
+    if 'model' not in cfg:
+        return
+    scope = cfg.default_scope
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(cfg.model)
+        if ours:
+            assert type(model.backbone).__name__ in ('ConvMLP', 'PureMLP')
+        if 'optim_wrapper' in cfg:
+            build_optim_wrapper(model, cfg.optim_wrapper)
+
+
+MODULE_PATH = re.compile(r'(?<![\w/])convmlp_mm(?:\.[A-Za-z_]\w*)+(?![\w-])')
+
+
+def test_module_paths_named_in_docs_and_tools_exist():
+    """Every `convmlp_mm.a.b` that README, docs/ and tools/ name is a module of ours, or a name
+    in one (a function, class or constant). The changelog names what was, moved names included."""
+    tools = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'tools', '**', '*.py'), recursive=True))
+    sources = [page for page in doc_pages() if page != 'docs/changelog.md'] + tools
+    missing = []
+    for path in sources:
+        for name in sorted(set(MODULE_PATH.findall(read(path)))):
+            parts = name.split('.')
+            depth = max(i for i in range(1, len(parts) + 1)
+                        if osp.isfile(osp.join(ROOT, *parts[:i]) + '.py')
+                        or osp.isfile(osp.join(ROOT, *parts[:i], '__init__.py')))
+            obj = importlib.import_module('.'.join(parts[:depth]))
+            for attribute in parts[depth:]:
+                obj = getattr(obj, attribute, None)
+            if obj is None:
+                missing.append(f'{path}: {name}')
+    assert not missing, '\n'.join(missing)
 
 
 def test_tools_page_names_every_tool_and_make_target():

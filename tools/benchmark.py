@@ -3,7 +3,7 @@
     python tools/benchmark.py [--quick] [--device cpu|cuda] [--precisions P ...] [--out outputs/benchmark.json]
 
 Sections: backbone forward (images/s and peak memory) and training step (forward + backward)
-for ConvMLP-S/M/L, the published ConvMLP-S layout (``convmlp_mm.models.reference``), ConvMLP-S
+for ConvMLP-S/M/L, the published ConvMLP-S layout (``tools/published_convmlp.py``), ConvMLP-S
 after ``convmlp_mm.fuse`` (inference) and under ``torch.compile``, Pure-MLP-S/M/L and
 ResNet-18/50/101 at 800x1216 and 512x512; whole-model inference of the RetinaNet, Mask R-CNN
 and Semantic FPN configs; ONNX Runtime beside PyTorch (ConvMLP-S backbone, RetinaNet and
@@ -32,7 +32,6 @@ CPU memory is reused, not page-faulted again); the sections marked "default allo
 ConvMLP-S/published comparison and the scaling without it.
 """
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -147,7 +146,6 @@ def median_seconds(step: Callable[[], object], repeats: int, cuda: bool = False)
 def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: str, precision_name: str,
              repeats: int, compile_: bool, keep_freed: bool, queue) -> None:
     from convmlp_mm import prepare_inference
-    from convmlp_mm.engine import mmcv_ops_for_prepared_models
     torch.manual_seed(0)
     on_cpu = device == 'cpu'
     if on_cpu and keep_freed:
@@ -174,8 +172,7 @@ def _measure(make: Callable[[], torch.nn.Module], shape, train: bool, device: st
         if train:
             sum(o.float().mean() for o in out).backward()
 
-    with mmcv_ops_for_prepared_models() if prepared else contextlib.nullcontext():
-        seconds = median_seconds(step, repeats, cuda=not on_cpu)
+    seconds = median_seconds(step, repeats, cuda=not on_cpu)
     peak = (_rss_kib('VmHWM') - base) / 1024 if on_cpu else torch.cuda.max_memory_allocated() / 2**20
     queue.put(dict(seconds=seconds, peak_mib=peak))
 
