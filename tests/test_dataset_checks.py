@@ -22,6 +22,8 @@ from convmlp_mm import cli
 from convmlp_mm.data import checks
 from convmlp_mm.data.checks import DatasetError, check_datasets, classifying_heads
 
+import tool_runner
+
 
 def image(path, size=(40, 48), mode='RGB'):
     os.makedirs(osp.dirname(path), exist_ok=True)
@@ -300,6 +302,81 @@ def test_the_checks_run_once_on_rank_0_and_every_rank_gets_its_verdict(tmp_path,
                'found')
     assert results[0][0] == 1 and results[1][0] == 0
     assert results[0][1] == results[1][1] and results[0][1].startswith(message)
+
+
+def drop_file_permission_override() -> None:
+    """Takes CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of this process's effective
+    capabilities, so that a file's mode binds it even as root (nothing changes for other users)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) of capabilities 0-31, then 32-63
+    if libc.capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), 'capget failed')
+    data[0] &= ~((1 << 1) | (1 << 2))
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), 'capset failed')
+
+
+def _check_each_case_on_rank(rank, port, config, image, label, results):
+    """The cases of :func:`test_every_outcome_of_rank_0s_check_reaches_every_rank` in turn (rank 0
+    makes each one's files), under a 30 s process-group timeout: (error type, message, seconds in
+    check_datasets_once) of each."""
+    import datetime
+    import time
+
+    import torch.distributed as dist
+
+    from convmlp_mm.data import checks
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=30))
+    for case in ('pass', 'dataset error', 'dangling symlink', 'unreadable file'):
+        if rank == 0 and case == 'dataset error':
+            os.rename(label, label + '.away')
+        if rank == 0 and case == 'dangling symlink':
+            os.rename(label + '.away', label)
+            os.rename(image, image + '.away')
+            os.symlink(image + '.nowhere', image)
+        if rank == 0 and case == 'unreadable file':
+            os.remove(image)
+            os.rename(image + '.away', image)
+            os.chmod(image, 0)
+            drop_file_permission_override()  # root reads any file otherwise
+        start = time.monotonic()
+        try:
+            checks.check_datasets_once(Config(config))
+            results[rank, case] = (None, None, time.monotonic() - start)
+        except Exception as error:
+            results[rank, case] = (type(error).__name__, str(error), time.monotonic() - start)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes
+def test_every_outcome_of_rank_0s_check_reaches_every_rank(tmp_path, monkeypatch):
+    """2 gloo ranks: a dataset that passes, one without a label map (a DatasetError), and two that
+    the check cannot read: an image that is a symlink to nothing (FileNotFoundError) and one with
+    mode 000 (PermissionError; as root too, whose capabilities to read any file rank 0 drops).
+    Rank 0 raises its own error, rank 1 a DatasetError naming it, both at once (not after the
+    process group's 30 s timeout)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = host_config('mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py')
+    label = str(tmp_path / make_ade(None))
+    root = tmp_path / 'data/ade/ADEChallengeData2016'
+    cfg.test_dataloader.dataset.data_root = str(root)
+    config = dict(default_scope='mmseg', test_dataloader=cfg.test_dataloader.to_dict())
+    image = str(root / 'images/validation/ADE_val_00000001.jpg')
+    results = mp.Manager().dict()
+    mp.spawn(_check_each_case_on_rank, args=(tool_runner.free_port(), config, image, label, results), nprocs=2)
+    assert results[0, 'pass'][:2] == results[1, 'pass'][:2] == (None, None)
+    missing = ('DatasetError', f'{label}: label map not found (1 of 2 in the test split)')
+    assert results[0, 'dataset error'][:2] == results[1, 'dataset error'][:2] == missing
+    for case, error, message in (
+            ('dangling symlink', 'FileNotFoundError', f"[Errno 2] No such file or directory: '{image}'"),
+            ('unreadable file', 'PermissionError', f"[Errno 13] Permission denied: '{image}'")):
+        assert results[0, case][:2] == (error, message)
+        assert results[1, case][:2] == ('DatasetError', f'the dataset check on rank 0 failed: {error}: {message}')
+    seconds = [results[rank, case][2] for rank, case in results.keys()]
+    assert len(seconds) == 8 and max(seconds) < 10, dict(results)
 
 
 def test_no_data_check_flag_and_config_key_turn_the_checks_off(tmp_path, monkeypatch):

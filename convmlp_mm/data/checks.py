@@ -387,15 +387,34 @@ def check_datasets(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')
 
 def check_datasets_once(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test'), log: Log = print) -> None:
     """:func:`check_datasets` on global rank 0 only; in a distributed run the other ranks wait for
-    its verdict (one broadcast) and raise the same :class:`DatasetError`."""
+    its outcome (one broadcast), whatever it is, so that none is left waiting for the process
+    group's timeout. Rank 0 raises its own error; the other ranks raise a :class:`DatasetError`
+    with rank 0's message where that was a :class:`DatasetError`, and ``the dataset check on rank
+    0 failed: TYPE: MESSAGE`` where it was any other exception (a file that cannot be opened, a
+    dangling symlink, no memory left).
+
+    Args:
+        cfg (Config): The config.
+        splits (sequence of str): Which of its ``{split}_dataloader`` datasets to check.
+        log (callable): Where a check that a backend cannot do is reported as skipped.
+
+    Raises:
+        DatasetError: the first problem found (on the other ranks: any error of rank 0's check).
+        Exception: on rank 0, any other error of the check, as it was raised.
+    """
     from mmengine.dist import broadcast_object_list, get_rank, get_world_size
-    verdict = [None]
+    failure: Optional[Exception] = None
+    verdict = [None]  # rank 0's error as the other ranks raise it
     if get_rank() == 0:
         try:
             check_datasets(cfg, splits, log)
         except DatasetError as error:
-            verdict = [str(error)]
+            failure, verdict = error, [str(error)]
+        except Exception as error:
+            failure, verdict = error, [f'the dataset check on rank 0 failed: {type(error).__name__}: {error}']
     if get_world_size() > 1:
         broadcast_object_list(verdict, src=0)
+    if failure is not None:
+        raise failure
     if verdict[0] is not None:
         raise DatasetError(verdict[0])

@@ -16,6 +16,7 @@ from mmengine.registry import HOOKS
 from ..fileio import write_atomically
 from .random_state import RandomStateHook
 from .running import loop_frame, on_stack
+from .stall_watchdog import StallWatchdogHook
 
 
 class Preempted(SystemExit):
@@ -61,9 +62,10 @@ class PreemptionHook(Hook):
     asks for, that many seconds before the time limit. On one of ``signals`` (on any rank)
     every rank finishes its current training iteration; then a checkpoint ``iter_N.pth`` is
     saved where the :class:`~mmengine.hooks.CheckpointHook` saves (``last_checkpoint`` names
-    it), rank 0 asks Slurm to requeue the job (when ``requeue``, the run is a Slurm job and the
-    signal was SIGUSR1 or a time limit's SIGTERM: see :func:`requeue_slurm_job`), and every
-    rank raises :class:`Preempted`, which exits with 128 + the signal's number.
+    it; the run's :class:`StallWatchdogHook` is paused on every rank meanwhile), rank 0 asks
+    Slurm to requeue the job (when ``requeue``, the run is a Slurm job and the signal was
+    SIGUSR1 or a time limit's SIGTERM: see :func:`requeue_slurm_job`), and every rank raises
+    :class:`Preempted`, which exits with 128 + the signal's number.
     ``tools/train.py --resume`` (automatic in a requeued Slurm job) continues from that
     checkpoint, in the middle of its epoch (with the resumable loops of
     :mod:`convmlp_mm.engine.loops`), to the weights an uninterrupted run ends with.
@@ -153,6 +155,8 @@ class PreemptionHook(Hook):
         for hook in runner.hooks:
             if isinstance(hook, RandomStateHook):
                 hook.gather()  # every rank's state, into the checkpoint rank 0 writes
+            if isinstance(hook, StallWatchdogHook):
+                hook.pause('saving the preemption checkpoint')  # rank 0 writes it, the others wait in the barrier
         checkpoint_hook = next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
         out_dir = getattr(checkpoint_hook, 'out_dir', None) or runner.work_dir
         filename = f'iter_{runner.iter + 1}.pth'

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import List, Optional
 
-from mmengine.dist import get_rank, get_world_size
+from mmengine.dist import barrier, get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -20,13 +20,36 @@ DEFAULT_STALL_TIMEOUT = 600.0
 _watching: List['StallWatchdogHook'] = []  # the hook whose thread watches, and owns faulthandler's timer
 
 
+def saved_checkpoints(runner) -> dict:
+    """The checkpoints that mmengine's ``CheckpointHook`` saved last, as it records them in the
+    message hub on every rank (``last_ckpt``; ``best_ckpt``, or ``best_ckpt_METRIC`` per metric)."""
+    return {key: value for key, value in runner.message_hub.runtime_info.items()
+            if key == 'last_ckpt' or key.startswith('best_ckpt')}
+
+
 @HOOKS.register_module()
 class StallWatchdogHook(Hook):
     """Stops a job in which a rank makes no progress, with every rank's Python stacks in the log.
 
     A watchdog thread on each rank expects progress (a finished training, validation or test
-    iteration) at least every ``timeout`` seconds; the time a metric takes to compute after the
-    last validation or test batch does not count. When that time passes, the rank writes which
+    iteration, the end of a training epoch or of a validation) at least every ``timeout`` seconds.
+    It is paused, so that these do not count:
+
+    - the start of a run, until its first training iteration (in a test run, its first test
+      batch) has finished, that iteration included: loading data, skipping the batches a resumed
+      epoch trained, ``torch.compile`` compiling in the first iteration (a checkpoint to resume
+      from is read before the run starts);
+    - computing the metrics after the last validation or test batch;
+    - writing a checkpoint: on rank 0 from ``before_save_checkpoint`` (mmengine calls it when the
+      checkpoint's contents are gathered, before the file is written) until the next progress.
+      mmengine writes checkpoints on rank 0 alone, so the other ranks would count the write
+      while they wait for rank 0 in their next collective: after a checkpoint of the run's
+      ``CheckpointHook`` (seen in :func:`saved_checkpoints`, the same on every rank) every rank
+      waits for rank 0 in one barrier, paused, and :class:`PreemptionHook` pauses every rank
+      while it saves.
+
+    Everything else counts: each training iteration after the first, each validation and test
+    batch, and the hooks between them. When that time passes, the rank writes which
     rank it is, where it was last seen and the stack of each of its threads to standard error
     (the job's log under Slurm and torchrun; each line labelled ``[rank N]``) and to its log
     file, waits ``exit_delay`` seconds (so the ranks waiting for it in a collective reach their
@@ -36,7 +59,8 @@ class StallWatchdogHook(Hook):
 
     One watchdog watches at a time in a process: one that starts stops a thread a run that raised
     left behind (as does ``after_run_raised``, which the resumable loops call), and a thread whose
-    run has ended (its loop's ``run()`` no longer on the stack) stops itself;
+    run has ended (its loop's ``run()`` no longer on the stack) stops itself (at its deadline, or
+    within a second while paused);
     only the watching one arms and cancels faulthandler's timer.
 
     Args:
@@ -59,10 +83,14 @@ class StallWatchdogHook(Hook):
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._armed_at = float('-inf')  # when faulthandler's timer was last set
+        self._counting = False  # the run's first training iteration (or test batch) has finished
+        self._saved = {}  # saved_checkpoints() at the last progress
 
     # progress -----------------------------------------------------------------------------
     def _arm(self, where: str) -> None:
         if self._thread is None:  # not watching (a validation outside training)
+            return
+        if not self._counting:  # the run's first training iteration (or test batch) has not finished
             return
         self._where = where
         now = time.monotonic()
@@ -71,7 +99,8 @@ class StallWatchdogHook(Hook):
             faulthandler.dump_traceback_later(self.timeout + 60, exit=True)
             self._armed_at = now
 
-    def _pause(self, where: str) -> None:
+    def pause(self, where: str) -> None:
+        """Stops counting until the next progress (``where``: what the rank does meanwhile)."""
         self._where = where
         self._deadline = None
         if self._thread is not None and self in _watching:
@@ -87,12 +116,22 @@ class StallWatchdogHook(Hook):
         self._run = loop_frame(loop)
         self._runner_thread = threading.get_ident()
         self._stop = threading.Event()
+        self._where, self._deadline, self._counting = where, None, False
         self._thread = threading.Thread(target=self._watch, args=(self._stop, ), name='StallWatchdogHook', daemon=True)
         self._thread.start()
+
+    def _progress(self, runner, where: str) -> None:
+        """Arms for ``where``; where the run's ``CheckpointHook`` saved a checkpoint since the last
+        progress, every rank first waits, paused, until rank 0 has written it."""
+        saved = saved_checkpoints(runner)
+        if saved != self._saved and self._thread is not None and get_world_size() > 1:
+            self.pause(f'waiting for rank 0 to write the checkpoint saved at {where}')
+            barrier()
+        self._saved = saved
         self._arm(where)
 
     def _finish(self) -> None:
-        self._pause('finished')
+        self.pause('finished')
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
@@ -107,10 +146,12 @@ class StallWatchdogHook(Hook):
     def _watch(self, stop: threading.Event) -> None:
         while not stop.wait(min(1.0, self.timeout / 10)):
             deadline = self._deadline
-            if deadline is not None and time.monotonic() > deadline:
-                if not self._still_running():  # the run ended with an exception
-                    self._finish()
-                    return
+            if deadline is not None and time.monotonic() <= deadline:
+                continue
+            if not self._still_running():  # the run ended with an exception
+                self._finish()
+                return
+            if deadline is not None:
                 self._report_and_exit()
 
     def _report_and_exit(self) -> None:
@@ -136,9 +177,17 @@ class StallWatchdogHook(Hook):
     # where progress is seen ---------------------------------------------------------------
     def before_train(self, runner) -> None:
         self._start(runner, runner.train_loop, 'before the first training iteration')
+        self._saved = saved_checkpoints(runner)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._arm(f'training iteration {runner.iter + 1}')
+        self._counting = True
+        self._progress(runner, f'training iteration {runner.iter + 1}')
+
+    def after_train_epoch(self, runner) -> None:
+        self._progress(runner, f'the end of training epoch {runner.epoch + 1}')
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.pause('writing a checkpoint')
 
     def after_train(self, runner) -> None:
         self._finish()
@@ -148,19 +197,20 @@ class StallWatchdogHook(Hook):
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if batch_idx + 1 == len(runner.val_dataloader):
-            self._pause('computing the validation metrics')
+            self.pause('computing the validation metrics')
         else:
             self._arm(f'validation batch {batch_idx + 1}')
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        self._arm('after validation')
+        self._progress(runner, 'the end of validation')
 
     def before_test(self, runner) -> None:
         self._start(runner, runner.test_loop, 'before the first test batch')
 
     def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._counting = True
         if batch_idx + 1 == len(runner.test_dataloader):
-            self._pause('computing the test metrics')
+            self.pause('computing the test metrics')
         else:
             self._arm(f'test batch {batch_idx + 1}')
 
