@@ -1,4 +1,7 @@
 """Our classes are found wherever users look: mmdet, mmseg, mmpretrain registries and timm."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -23,10 +26,43 @@ def test_cross_library_type_from_another_scope():
     assert type(model).__name__ == 'ConvMLP'
 
 
-def test_custom_imports_in_a_config_registers_the_plugin():
-    from mmengine.config import Config
-    cfg = Config(dict(custom_imports=dict(imports=['convmlp_mm'], allow_failed_imports=False)))
-    assert cfg.custom_imports.imports == ['convmlp_mm']
+CUSTOM_IMPORTS = "custom_imports = dict(imports=['convmlp_mm'], allow_failed_imports=False)\n"
+RETINANET = """_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+model = dict(backbone=dict(_delete_=True, type='ConvMLP', arch='s', out_indices=(1, 2, 3)),
+             neck=dict(in_channels=[128, 256, 512]))
+"""
+BUILD = """import sys
+from mmengine.config import Config
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+assert 'convmlp_mm' not in sys.modules
+cfg = Config.fromfile('retinanet_convmlp.py')
+register_all_modules()
+try:
+    model = MODELS.build(cfg.model)
+except KeyError as error:
+    sys.exit(f'KeyError: {error}')
+backbone = type(model.backbone)
+print(backbone.__module__, backbone.__name__, model.backbone.out_channels, model.neck.in_channels)
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter
+@pytest.mark.parametrize('custom_imports', [True, False], ids=['with_the_line', 'without'])
+def test_custom_imports_in_a_config_file_registers_the_plugin(custom_imports, tmp_path):
+    """An mmdet config file with the README's ``custom_imports`` line, read by mmengine's
+    ``Config.fromfile`` (which does the imports) and built by mmdet's registry, in a fresh process
+    whose code imports nothing of ours: the backbone is ours. Without the line mmdet does not know it."""
+    (tmp_path / 'retinanet_convmlp.py').write_text((CUSTOM_IMPORTS if custom_imports else '') + RETINANET)
+    (tmp_path / 'build.py').write_text(BUILD)
+    proc = subprocess.run([sys.executable, 'build.py'], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    if custom_imports:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.splitlines()[-1] == 'convmlp_mm.mm ConvMLP (128, 256, 512) [128, 256, 512]'
+    else:
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines()[-1].startswith("KeyError: 'ConvMLP is not in the mmdet::model registry."), \
+            proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize('name, channels', [('convmlp_s', [64, 128, 256, 512]), ('convmlp_l', [96, 192, 384, 768]),
