@@ -5,6 +5,7 @@ import json
 import io
 import os
 import os.path as osp
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,35 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(shapes):
     assert not different, f'{len(different)} tensors differ, e.g. {different[:3]}'
     for a, b in zip(optimizer['state'].values(), ref_optimizer['state'].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.stack_independent('the seed a resumed loader is built with is mmengine\'s and ours, the same on both '
+                               'stacks; the bit-identical resume on torch 2.1 is test_cluster\'s SIGTERM case')
+def test_iteration_based_run_without_a_seed_resumes_bit_identical_from_a_mid_pass_checkpoint(shapes):
+    """Semantic FPN as the ADE20K configs run it: ResumableIterBasedTrainLoop, an InfiniteSampler,
+    two persistent data workers flipping images at random, drop path, and no configured seed (each
+    run draws one). A second run, in a new interpreter as a user's, resumed from the first run's
+    iteration-3 checkpoint (in the middle of a pass over the 8 images, 64x80) ends with the first
+    run's weights and optimizer state after 6 iterations."""
+    options = ['--no-validate', '--cfg-options', 'train_cfg.max_iters=6', 'default_hooks.checkpoint.interval=3',
+               'default_hooks.checkpoint.max_keep_ckpts=-1', 'model.data_preprocessor.size=(64,80)',
+               'train_dataloader.batch_size=2', 'train_dataloader.num_workers=2',
+               'train_dataloader.persistent_workers=True', 'randomness.seed=None']
+    whole, resumed = shapes / 'whole-no-seed', shapes / 'resumed-no-seed'
+    out = ok(tool([TRAIN, FPN, '--work-dir', whole, *options], shapes))
+    assert 'ResumableIterBasedTrainLoop' in out and "type='InfiniteSampler'" in out
+    # a new interpreter: a fork of the tools' zygote would draw the seed the first run drew
+    command = [sys.executable, TRAIN, FPN, '--work-dir', str(resumed), '--resume', str(whole / 'iter_3.pth'), *options]
+    out = ok(subprocess.run(command, cwd=shapes, capture_output=True, text=True, timeout=600))
+    weights, optimizer, meta = state_of(resumed / 'iter_6.pth')
+    ref_weights, ref_optimizer, ref_meta = state_of(whole / 'iter_6.pth')
+    assert int(re.search(r'\n\s+seed: (\d+)\n', out).group(1)) != ref_meta['seed']  # the resumed run drew its own
+    assert meta['iter'] == ref_meta['iter'] == 6 and meta['seed'] == ref_meta['seed']
+    different = [k for k in weights if not torch.equal(weights[k], ref_weights[k])]
+    assert weights.keys() == ref_weights.keys() and not different, f'{len(different)} tensors differ: {different[:3]}'
+    for a, b in zip(optimizer['state'].values(), ref_optimizer['state'].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert 'the training data loader, built with seed' in out
 
 
 def test_kill_while_writing_keeps_the_previous_checkpoint(tmp_path):

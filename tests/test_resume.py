@@ -1,9 +1,11 @@
 """Resuming with another data loader (tools/train.py, ResumableEpochBasedTrainLoop): an
 epoch-boundary checkpoint skips nothing, a mid-epoch one restarts its epoch with one warning when
 the loader differs (batch size, world size) and skips exactly the trained batches when it is the
-same. Never a StopIteration."""
+same. Never a StopIteration. A run without a configured seed resumes with its checkpoint's."""
 import os
 import os.path as osp
+import re
+import subprocess
 import sys
 
 import pytest
@@ -33,14 +35,20 @@ def data(tmp_path_factory):
     return cwd
 
 
-def train(cwd, work, *options, resume=None, nproc=1):
+def train(cwd, work, *options, resume=None, nproc=1, new_interpreter=False):
+    """``tools/train.py`` (``nproc`` > 1: ``tools/dist_train.sh``) in a fork of the tools' zygote, or
+    with ``new_interpreter`` in a new process (the forks draw the same random numbers: an unset
+    seed is the same in all of them)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM_')}
     env.update(PYTHONUNBUFFERED='1', VIRTUAL_ENV=sys.prefix, PORT=str(tool_runner.free_port()))
     command = ([osp.join(ROOT, 'tools/dist_train.sh'), CLS, str(nproc)] if nproc > 1 else [sys.executable, TRAIN, CLS])
     command += ['--work-dir', str(work), '--cfg-options', *QUIET, *options]
     if resume:
         command += ['--resume', str(resume)]
-    proc = tool_runner.run(command, cwd, env)
+    if new_interpreter:
+        proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    else:
+        proc = tool_runner.run(command, cwd, env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert 'StopIteration' not in out
@@ -82,6 +90,25 @@ def test_mid_epoch_checkpoint_restarts_its_epoch_when_the_batch_size_changed(dat
     out = train(data, same, 'train_dataloader.batch_size=4', 'train_cfg.max_epochs=2', resume=work / 'iter_3.pth')
     assert 'resumed in the middle of epoch 2: skipping its 1 trained batches' in out and 'restarts' not in out
     assert meta(same / 'epoch_2.pth')['iter'] == 4
+
+
+@pytest.mark.stack_independent('the seed a resumed loader is built with is mmengine\'s and ours, the same on both '
+                               'stacks; the bit-identical resume on torch 2.1 is test_cluster\'s SIGTERM case')
+def test_mid_epoch_checkpoint_of_a_run_without_a_seed_resumes_bit_identical(data):
+    """No configured seed (mmdet's bases set none: each run draws one), batch 4 (2 iterations an
+    epoch), a checkpoint after iteration 3: resumed in a new interpreter, which draws another seed,
+    the run shuffles epoch 2 as the interrupted one did and ends with its weights."""
+    options = ['randomness.seed=None', 'train_dataloader.batch_size=4', 'train_cfg.max_epochs=2',
+               'default_hooks.checkpoint.by_epoch=False', 'default_hooks.checkpoint.interval=3']
+    work, resumed = data / 'no-seed', data / 'no-seed-resumed'
+    train(data, work, *options)
+    out = train(data, resumed, *options, resume=work / 'iter_3.pth', new_interpreter=True)
+    assert int(re.search(r'\n\s+seed: (\d+)\n', out).group(1)) != meta(work / 'iter_3.pth')['seed']  # its own
+    assert 'resumed in the middle of epoch 2: skipping its 1 trained batches' in out
+    weights = torch.load(resumed / 'iter_4.pth', map_location='cpu', weights_only=False)['state_dict']
+    reference = torch.load(work / 'iter_4.pth', map_location='cpu', weights_only=False)['state_dict']
+    different = [k for k in weights if not torch.equal(weights[k], reference[k])]
+    assert weights.keys() == reference.keys() and not different, f'{len(different)} tensors differ: {different[:3]}'
 
 
 def test_a_two_process_checkpoint_resumes_in_one_process(data):

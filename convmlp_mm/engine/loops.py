@@ -20,22 +20,31 @@ hub, which every checkpoint holds. On resume:
 - a mid-epoch checkpoint with another loader restarts that epoch from its first batch, with one
   warning naming why (mmengine's behaviour); never a ``StopIteration``.
 
-mmengine's ``IterBasedTrainLoop`` draws the trained batches itself; the resumable one adds the
-same ``after_skip_trained_batches`` call after them.
+mmengine's ``IterBasedTrainLoop`` draws the trained batches itself (the sampler's indices and the
+workers' augmentations of an uninterrupted run, persistent workers or not); the resumable one adds
+the same ``after_skip_trained_batches`` call after them.
+
+Both build their training data loader again when a resume changed the run's seed
+(:func:`build_loader_again_if_reseeded`): mmengine builds the loader, whose sampler shuffles and
+whose workers are seeded from the run's seed, before it loads the checkpoint and takes the
+checkpoint's seed, so a config without a seed (the hosts' bases set none: each run draws one)
+would otherwise resume on another order of samples and other augmentations.
 
 The epoch-based loop tells an :class:`~convmlp_mm.engine.EpochSeededDataset` the epoch before
 each epoch's loader starts. When a run raises, every loop here calls the hook method
 ``after_run_raised`` before the exception goes on (mmengine calls no hook then), where the
 runtime parts take back what they installed (signal handlers, a watchdog thread, patched ops).
 """
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Union
 
 import torch
 from mmengine.dist import get_rank, get_world_size
 from mmengine.logging import print_log
 from mmengine.registry import LOOPS
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop
+from mmengine.runner.loops import _InfiniteDataloaderIterator
 from mmengine.structures import BaseDataElement
+from torch.utils.data import DataLoader
 
 from .dataset import EpochSeededDataset
 
@@ -52,6 +61,21 @@ def run_releasing(loop, run: Callable):
         raise
 
 
+def build_loader_again_if_reseeded(loop) -> bool:
+    """Builds ``loop.dataloader`` again from its config (``loop.loader_cfg``) when the run's seed is
+    no longer the one it was built with (``loop.loader_seed``): a resume took the checkpoint's
+    seed after the loop was built. Returns whether it did; a loop given a built loader keeps it."""
+    runner = loop.runner
+    if loop.loader_cfg is None or runner.seed == loop.loader_seed:
+        return False
+    print_log(f'resumed from a checkpoint of seed {runner.seed}: the training data loader, built with seed '
+              f'{loop.loader_seed}, is built again with it', logger='current')
+    loop.dataloader = runner.build_dataloader(loop.loader_cfg, seed=runner.seed,
+                                              diff_rank_seed=runner._randomness_cfg.get('diff_rank_seed', False))
+    loop.loader_seed = runner.seed
+    return True
+
+
 @LOOPS.register_module()
 class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """mmengine's ``EpochBasedTrainLoop`` that resumes a mid-epoch checkpoint exactly (see the
@@ -59,6 +83,10 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     #: Batches the next epoch draws and discards before it trains (set when training starts).
     batches_to_skip = 0
+
+    def __init__(self, runner, dataloader: Union[DataLoader, dict], **kwargs) -> None:
+        super().__init__(runner, dataloader, **kwargs)
+        self.loader_seed, self.loader_cfg = runner.seed, dataloader if isinstance(dataloader, dict) else None
 
     def _loader_shape(self) -> dict:
         return dict(length=len(self.dataloader), batch_size=self.dataloader.batch_size,
@@ -84,6 +112,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         return position['batches']
 
     def run(self) -> torch.nn.Module:
+        build_loader_again_if_reseeded(self)
         self.batches_to_skip = self._resumed_position()
         return run_releasing(self, super().run)
 
@@ -132,11 +161,18 @@ class _CallAfterSkip:
 @LOOPS.register_module()
 class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     """mmengine's ``IterBasedTrainLoop`` calling the hook method ``after_skip_trained_batches``
-    after a resumed run has drawn the batches its checkpoint trained. The same arguments."""
+    after a resumed run has drawn the batches its checkpoint trained, with its data loader built
+    with the checkpoint's seed (see the module docstring). The same arguments."""
 
     batches_to_skip = 0
 
+    def __init__(self, runner, dataloader: Union[DataLoader, dict], **kwargs) -> None:
+        super().__init__(runner, dataloader, **kwargs)
+        self.loader_seed, self.loader_cfg = runner.seed, dataloader if isinstance(dataloader, dict) else None
+
     def run(self) -> None:
+        if build_loader_again_if_reseeded(self):
+            self.dataloader_iterator = _InfiniteDataloaderIterator(self.dataloader)
         self.batches_to_skip = self._iter
         if self._iter > 0:
             self.dataloader_iterator = _CallAfterSkip(self.dataloader_iterator, self._iter,
