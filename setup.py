@@ -17,8 +17,9 @@ EXTRAS = {
     'seg': [MMENGINE, MMCV, 'mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
     'cls': [MMENGINE, MMCV, 'mmpretrain>=1.2.0,<1.3'],
     'timm': ['timm>=1.0,<1.1', 'torchvision'],
-    # export_onnx.py --check, quantize_int8.py, tools/test.py with an .onnx graph, the benchmark's ONNX rows
-    'deploy': ['onnx', 'onnxruntime>=1.16'],
+    # export_onnx.py --check, quantize_int8.py, tools/test.py with an .onnx graph, the benchmark's ONNX rows;
+    # onnxscript: torch.onnx's dynamo exporter (torch 2.9 and later) writes through it
+    'deploy': ['onnx', 'onnxruntime>=1.16', 'onnxscript'],
     'tests': ['pytest', 'pytest-xdist', 'coverage>=7.10', 'openmim>=0.3.9', 'ruff'],  # coverage: `patch = subprocess`
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})

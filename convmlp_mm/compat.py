@@ -7,7 +7,7 @@ Supported range (docs/install.md): torch 2.1 to 2.14, numpy 1.26 and 2.x.
   torch 2.4; before, CPU autocast had ``torch.is_autocast_cpu_enabled()`` and the argument-free
   call meant CUDA.
 - :func:`is_compiling` -- whether torch.compile or torch.export is tracing the caller:
-  ``torch.compiler.is_compiling`` (torch 2.3 and later); False before.
+  ``torch.compiler.is_compiling`` (torch 2.3 and later, :data:`HAS_IS_COMPILING`); False before.
 - :data:`HAS_EXPORT_DIMS`, :data:`HAS_EXPORT_AUTO_DIMS` -- ``torch.export.Dim`` (dynamic sizes
   of an exported program, torch 2.2 and later) and ``Dim.AUTO`` (sizes found dynamic by tracing,
   torch 2.6 and later).
@@ -30,8 +30,10 @@ Supported range (docs/install.md): torch 2.1 to 2.14, numpy 1.26 and 2.x.
 - :func:`loaded_classes` -- host classes that prepared models treat specially (mmcv's
   ``RoIAlign``), taken from the modules the process has already imported: a model that contains
   one has imported its module, and the models layer imports no host.
-- :func:`onnx_export_kwargs` -- ``torch.onnx.export`` takes ``dynamo`` since torch 2.5 and
-  defaults it to True since 2.9; we export with the TorchScript-based exporter on every torch.
+- :data:`ONNX_DYNAMO_EXPORTER`, :func:`onnx_export_kwargs` -- ``torch.onnx.export`` takes
+  ``dynamo`` since torch 2.5 and defaults it to True since 2.9 (the TorchScript-based exporter is
+  deprecated there): we export with the dynamo exporter from torch 2.9 on, with the TorchScript
+  one before.
 """
 import importlib.util
 import inspect
@@ -80,12 +82,13 @@ def is_compiling() -> bool:
     symbolic, and code that branches on them guards (or specialises) the traced program.
     ``torch.compiler.is_compiling`` since torch 2.3; False before (torch 2.1 and 2.2 trace the
     eager branches)."""
-    if _HAS_COMPILER_IS_COMPILING:
+    if HAS_IS_COMPILING:
         return torch.compiler.is_compiling()
     return False
 
 
-_HAS_COMPILER_IS_COMPILING = hasattr(getattr(torch, 'compiler', None), 'is_compiling')
+#: ``torch.compiler.is_compiling`` (torch 2.3 and later), which torch.export answers too.
+HAS_IS_COMPILING = hasattr(getattr(torch, 'compiler', None), 'is_compiling')
 
 #: ``torch.export.Dim``: dynamic batch, height and width of an exported program (torch 2.2 and later).
 HAS_EXPORT_DIMS = hasattr(getattr(torch, 'export', None), 'Dim')
@@ -170,8 +173,15 @@ def cpu_int8_capability() -> str:
     return next((name for flag, name in names if flag in flags), 'none')
 
 
+#: ``torch.onnx.export(dynamo=True)``: the exporter torch recommends (``torch.export`` then
+#: onnxscript), its default since torch 2.9; before, the TorchScript-based one.
+ONNX_DYNAMO_EXPORTER = 'dynamo' in inspect.signature(torch.onnx.export).parameters and TORCH_VERSION >= (2, 9)
+
+
 def onnx_export_kwargs() -> dict:
-    """Extra ``torch.onnx.export`` arguments that select the TorchScript-based exporter."""
+    """``torch.onnx.export`` arguments that select the exporter of :data:`ONNX_DYNAMO_EXPORTER`."""
+    if ONNX_DYNAMO_EXPORTER:
+        return dict(dynamo=True, external_data=False)  # one file: our graphs are far below 2 GB
     return dict(dynamo=False) if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
 
 

@@ -29,11 +29,12 @@ import torch.nn.functional as F
 from mmengine.config import Config
 
 from .engine.checkpoint import load_checkpoint
-from .compat import onnx_export_kwargs
+from .compat import ONNX_DYNAMO_EXPORTER, onnx_export_kwargs
 from .models.weights import load_state_dict_exactly, unwrap_state_dict
 from .mm import build_host_model
 
-#: The ONNX opset of our exports (LayerNormalization is an operator since opset 17).
+#: The ONNX opset of the TorchScript-based exporter's graphs (LayerNormalization is an operator
+#: since opset 17); the dynamo exporter writes its own default (18 or later).
 OPSET = 17
 PARTS = ('model', 'backbone')
 
@@ -131,13 +132,22 @@ class TensorGraph(nn.Module):
 
 
 def export_onnx(graph: TensorGraph, out: str, shape: Sequence[int]) -> None:
-    """Writes ``graph`` to ``out`` as ONNX, traced at ``(1, 3, H, W)``, batch, height and width
-    dynamic."""
-    x = torch.rand(1, 3, *shape)
-    dynamic = {'image': {0: 'batch', 2: 'height', 3: 'width'}}
-    dynamic.update({name: {0: 'batch', 2: f'{name}_height', 3: f'{name}_width'} for name in graph.names
-                    if name != 'logits'})
+    """Writes ``graph`` to ``out`` as ONNX, traced at ``(2, 3, H, W)`` (``torch.export`` treats a
+    size-1 dimension as a constant), with batch, height and width dynamic: with the dynamo exporter
+    (:data:`~convmlp_mm.compat.ONNX_DYNAMO_EXPORTER`) as symbolic sizes ``batch``, ``height`` and
+    ``width`` (at least 32, F4's stride) that the outputs' sizes are expressions of; with the
+    TorchScript one as dynamic axes."""
+    x = torch.rand(2, 3, *shape)
     with torch.no_grad():
+        if ONNX_DYNAMO_EXPORTER:
+            from torch.export import Dim
+            sizes = {0: Dim('batch', min=1), 2: Dim('height', min=32), 3: Dim('width', min=32)}
+            torch.onnx.export(graph, (x, ), out, input_names=['image'], output_names=graph.names,
+                              dynamic_shapes={'x': sizes}, **onnx_export_kwargs())
+            return
+        dynamic = {'image': {0: 'batch', 2: 'height', 3: 'width'}}
+        dynamic.update({name: {0: 'batch', 2: f'{name}_height', 3: f'{name}_width'} for name in graph.names
+                        if name != 'logits'})
         torch.onnx.export(graph, (x, ), out, input_names=['image'], output_names=graph.names,
                           dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True,
                           **onnx_export_kwargs())

@@ -185,14 +185,18 @@ def export(args, cwd):
 
 @pytest.mark.parametrize('name,part', [('retinanet', 'backbone'), ('retinanet', 'model'), ('sem_fpn', 'model'),
                                        ('puremlp_sem_fpn', 'backbone')])
-def test_onnx_export_matches_pytorch_at_two_sizes(tmp_path, name, part):
+def test_onnx_export_matches_pytorch_at_three_sizes(tmp_path, name, part):
+    """With the exporter compat chooses (dynamo on the newest stack), without a deprecation warning."""
     pytest.importorskip('onnxruntime')
     out = tmp_path / f'{name}-{part}.onnx'
     code, text = export([osp.join(ROOT, CONFIGS[name]), '--out', str(out), '--shape', '96', '128', '--part', part,
                          '--check'], tmp_path)
     assert code == 0, text
-    assert 'check 96x128: max' in text and 'check 73x101: max' in text  # the second size odd
+    assert 'check 1x96x128: max' in text and 'check 1x73x101: max' in text  # the second size odd
+    assert 'check 2x120x160: max' in text  # a batch of two at a third size
     assert 'check passed' in text and out.stat().st_size > 1e6
+    torch_warnings = [line for line in text.splitlines() if 'Warning' in line and '/torch/' in line]
+    assert not torch_warnings and 'TorchScript-based' not in text and 'dynamic_axes' not in text
     assert not (tmp_path / f'{name}-{part}.onnx.partial').exists()
 
 
