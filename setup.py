@@ -21,8 +21,13 @@ EXTRAS = {
     # onnxscript: torch.onnx's dynamo exporter (torch 2.9 and later) writes through it
     'deploy': ['onnx', 'onnxruntime>=1.16', 'onnxscript'],
     'tests': ['pytest', 'pytest-xdist', 'coverage>=7.10', 'openmim>=0.3.9', 'ruff'],  # coverage: `patch = subprocess`
+    # Hugging Face's DETR, Conditional DETR and Deformable DETR on a ConvMLP backbone (docs/usage.md, "Other
+    # detection libraries"; tests/test_clients.py); scipy: their Hungarian matcher. transformers 5 needs torch >= 2.6.
+    'clients': ['transformers>=5', 'scipy'],
 }
-EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+# 'all' leaves out 'clients': mmpretrain 1.2.0 (in 'cls') cannot be imported beside transformers 4.57.6 or 5.25.0 (its
+# multimodal models import names that transformers removed, and it imports them whenever transformers is installed).
+EXTRAS['all'] = sorted({req for name, reqs in EXTRAS.items() if name != 'clients' for req in reqs})
 
 setup(
     name='convmlp_mm',

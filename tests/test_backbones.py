@@ -146,6 +146,18 @@ def test_bad_input_fails_with_its_shape(family, x, message):
         family('s')(x)
 
 
+@pytest.mark.parametrize('arch', ['s', 'pure-mlp-s', 'table2-row2', 'table2-row4'])
+def test_feature_modules_output_the_maps(arch):
+    """F1-F4 are outputs of the modules feature_modules names (forward hooks, module-name extractors)."""
+    model = ConvMLP(arch).eval()
+    hooked = {}
+    for name in model.feature_modules:
+        model.get_submodule(name).register_forward_hook(lambda m, i, out, name=name: hooked.setdefault(name, out))
+    with torch.no_grad():
+        maps = model(torch.rand(1, 3, 65, 97))
+    assert [torch.equal(hooked[name], f) for name, f in zip(model.feature_modules, maps)] == [True] * 4
+
+
 @pytest.mark.parametrize('family', FAMILIES)
 def test_arch_aliases_and_custom_dict(family):
     assert n_params(family('small')) == n_params(family('S'))

@@ -62,6 +62,7 @@ def test_model_zoo_tables_are_the_metafiles(capsys):
 #   run                   a python block: executed as written, in a namespace of its own (the published
 #                         ImageNet files in torch's hub cache, in the published layout with random
 #                         weights, as no download is possible here)
+#   run with MODULE       the same where MODULE can be imported, skipped with the reason where not
 #   config [BASE]         a python config (or a fragment merged onto BASE, `host::path` or a path of
 #                         this repository): read by mmengine, its model built (one of ours where the
 #                         block names ConvMLP) and its optim_wrapper built for that model
@@ -82,6 +83,7 @@ CHECKED = ('needs data', 'needs a GPU', 'install', 'long')
 NEEDS = ('needs data', 'needs a GPU', 'needs a checkpoint')
 FENCE = re.compile(r'^(\s*)(`{3,}|~{3,})\s*([^`\s]*)')
 MARKER = re.compile(r'^\s*<!-- doc-test: (.*?) -->\s*$')
+RUN_WITH = re.compile(r'run with ([A-Za-z_][\w.]*)')
 
 
 class Block(NamedTuple):
@@ -159,7 +161,7 @@ def block_problem(block: Block) -> Optional[str]:
         return None
     if block.language != 'python':
         return f'{where}: no doc test for {block.language!r} blocks (write python, bash or a plain fence)'
-    if block.marker == 'run' or block.marker.split(' ')[0] == 'config':
+    if block.marker == 'run' or block.marker.split(' ')[0] == 'config' or RUN_WITH.fullmatch(block.marker):
         return None
     need = needs(block.marker)
     if need is None:
@@ -278,7 +280,11 @@ def test_code_blocks_run_or_are_checked(block, torch_home, tmp_path, monkeypatch
     if marker.split(' ')[0] == 'config':
         build_config_block(text, marker[len('config '):].strip(), 'ConvMLP' in code)
         return
-    assert marker == 'run', marker
+    if RUN_WITH.fullmatch(marker):
+        module = RUN_WITH.fullmatch(marker).group(1)
+        pytest.importorskip(module, reason=f'{page}:{block.line} runs with {module}, which is not installed')
+    else:
+        assert marker == 'run', marker
     monkeypatch.setenv('TORCH_HOME', str(torch_home))
     monkeypatch.chdir(tmp_path)
     exec(compiled, {'__name__': '__doc_block__'})

@@ -101,6 +101,85 @@ def test_timm_backbone_of_mmpretrain_takes_our_models():
     assert [tuple(f.shape) for f in feats] == [(1, 64, 16, 24), (1, 128, 8, 12), (1, 256, 4, 6), (1, 512, 2, 3)]
 
 
+#: timm's feature extractors (``features_only=True, feature_cls=...``); None is the default, 'getter'.
+FEATURE_CLASSES = [None, 'hook', 'fx', 'dict', 'list']
+
+
+@pytest.fixture(scope='module')
+def weights_files(tmp_path_factory):
+    """name -> (a checkpoint of random weights, an image, F1-F4 of the classifier with them)."""
+    files, x = {}, torch.rand(1, 3, 65, 97)
+    for name in ('convmlp_s', 'pure_mlp_s'):
+        torch.manual_seed(0)
+        model = timm.create_model(name).eval()
+        path = tmp_path_factory.mktemp('features') / f'{name}.pth'
+        torch.save(model.state_dict(), path)
+        with torch.no_grad():
+            files[name] = str(path), x, model.forward_intermediates(x, intermediates_only=True)
+    return files
+
+
+@pytest.mark.parametrize('name', ['convmlp_s', 'pure_mlp_s'])
+@pytest.mark.parametrize('feature_cls', FEATURE_CLASSES)
+def test_every_feature_cls_gives_f1_to_f4(weights_files, name, feature_cls):
+    """The pretrained weights load before timm's wrapper, and each extractor gives the same maps."""
+    path, x, expected = weights_files[name]
+    kwargs = dict(feature_cls=feature_cls) if feature_cls else {}
+    model = timm.create_model(name, features_only=True, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+                              **kwargs).eval()
+    assert model.feature_info.channels() == [64, 128, 256, 512] and model.feature_info.reduction() == [4, 8, 16, 32]
+    with torch.no_grad():
+        maps = model(x)
+    maps = list(maps.values()) if isinstance(maps, dict) else maps
+    assert len(maps) == 4 and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(maps, expected))
+
+
+@pytest.mark.parametrize('feature_cls', FEATURE_CLASSES)
+def test_feature_extractors_take_out_indices_in_chans_and_grad_checkpointing(feature_cls):
+    kwargs = dict(feature_cls=feature_cls) if feature_cls else {}
+    model = timm.create_model('convmlp_s', features_only=True, out_indices=(1, 3), in_chans=1, **kwargs).train()
+    assert model.feature_info.channels() == [128, 512]
+    if feature_cls is None:  # timm's getter has no set_grad_checkpointing (nor has fx's): the classifier's
+        model.model.set_grad_checkpointing()
+    elif feature_cls != 'fx':
+        model.set_grad_checkpointing()
+    maps = model(torch.rand(1, 1, 64, 96))
+    maps = list(maps.values()) if isinstance(maps, dict) else maps
+    assert [tuple(f.shape) for f in maps] == [(1, 128, 8, 12), (1, 512, 2, 3)]
+    sum(f.sum() for f in maps).backward()
+    first_conv = next(p for name, p in model.named_parameters() if name.endswith('tokenizer.block.0.weight'))
+    assert first_conv.shape[1] == 1 and first_conv.grad is not None
+
+
+@pytest.mark.parametrize('out_indices', [(1, 2, 3, 4), 5])
+def test_a_fifth_feature_level_is_refused_saying_what_to_pass(out_indices):
+    """Hugging Face's DETRs ask a timm backbone for five levels with ``use_timm_backbone=True``."""
+    with pytest.raises(ValueError, match=r"convmlp_s has four feature levels.*not \[(4|-5)\].*"
+                                         r"TimmBackboneConfig\(backbone='convmlp_s', out_indices=\(1, 2, 3\)\)"):
+        timm.create_model('convmlp_s', features_only=True, out_indices=out_indices)
+
+
+def test_torchvision_extractors_take_the_module_names_of_feature_info():
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.feature_extraction import create_feature_extractor
+    x = torch.rand(1, 3, 65, 97)
+    classifier = timm.create_model('convmlp_s').eval()
+    nodes = {info['module']: str(i) for i, info in enumerate(classifier.feature_info)}
+    chain = timm.create_model('convmlp_s', features_only=True, feature_cls='dict').eval()  # children in turn
+    layers = {name: str(i) for i, name in enumerate(chain.feature_info.module_name())}
+    fpn = BackboneWithFPN(chain, layers, chain.feature_info.channels(), out_channels=32).eval()
+    with torch.no_grad():
+        expected = classifier.forward_intermediates(x, intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(create_feature_extractor(classifier, nodes)(x).values(),
+                                                     expected))
+        expected = list(chain(x).values())
+        assert all(torch.equal(a, b) for a, b in zip(IntermediateLayerGetter(chain, layers)(x).values(), expected))
+        pyramid = fpn(x)
+    assert [tuple(f.shape) for f in pyramid.values()] == [(1, 32, 17, 25), (1, 32, 9, 13), (1, 32, 5, 7),
+                                                         (1, 32, 3, 4), (1, 32, 2, 2)]
+
+
 @pytest.mark.parametrize('family, arch', [(ConvMLP, 's'), (PureMLP, 's'), (ConvMLP, 'table2-row3')])
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_every_layer_is_a_module_call(family, arch, mode):

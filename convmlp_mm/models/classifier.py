@@ -2,6 +2,7 @@
 on our backbones, as a timm model (``convmlp_s`` etc.; torch only). The same head for
 mmpretrain's ``ImageClassifier`` is :class:`convmlp_mm.mm.MLPClsHead`.
 """
+from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn as nn
 
 from ..compat import is_autocast_enabled
 from .convmlp import ConvMLP, PureMLP, init_published, mmpretrain_to_published
-from .layers import LayerNorm
+from .layers import LayerNorm, check_images
 from .weights import HEAD_PREFIXES, backbone_state_dict
 
 
@@ -28,7 +29,8 @@ class MLPClassifier(nn.Module):
     State dict keys: ``backbone.*``, ``norm.*``, ``head.*``. Follows timm's model API:
     ``forward_features`` (F4, unpooled NCHW), ``forward_head``, ``reset_classifier``,
     ``forward_intermediates``, ``prune_intermediate_layers``, ``group_matcher``,
-    ``set_grad_checkpointing``; scriptable by TorchScript and traceable by torch.fx.
+    ``set_grad_checkpointing``, ``feature_info`` (the modules that output F1-F4); scriptable by
+    TorchScript and traceable by torch.fx.
 
     Args:
         backbone (str): ``'ConvMLP'`` or ``'PureMLP'``.
@@ -57,8 +59,9 @@ class MLPClassifier(nn.Module):
         self.num_features = self.head_hidden_size = self.backbone.channels[-1]
         self.norm = LayerNorm(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        self.feature_info = [dict(num_chs=c, reduction=s, module=f'backbone.stage{i}')
-                             for i, (c, s) in enumerate(zip(self.backbone.channels, self.backbone.strides))]
+        #: F1-F4 for timm's feature extractors: each ``module`` outputs its map (NCHW)
+        self.feature_info = [dict(num_chs=c, reduction=s, module='backbone.' + name) for c, s, name
+                             in zip(self.backbone.channels, self.backbone.strides, self.backbone.feature_modules)]
         self.apply(init_published)
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
@@ -144,6 +147,43 @@ class MLPClassifier(nn.Module):
         if prune_head:
             self.reset_classifier(0, '')
         return feature_indices(indices, len(self.backbone.channels))
+
+
+class ImageInput(nn.Module):
+    """What :meth:`ConvMLP.forward_maps` does before its tokenizer, as a module without
+    parameters: checks the images (:func:`~convmlp_mm.models.layers.check_images`) and, in eval
+    mode, makes them channels-last.
+
+    Args:
+        in_channels (int): The backbone's input channels.
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x, self.in_channels)
+        if not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def backbone_chain(backbone: ConvMLP) -> nn.Sequential:
+    """The backbone's modules as one chain, each taking the previous one's output, in the order
+    :meth:`ConvMLP.forward_maps` runs them: ``images`` (:class:`ImageInput`), ``tokenizer``,
+    ``conv_stages`` (the conv stem stages), ``stages_0``, ``stages_1``... The same modules (its
+    state-dict keys are the chain's names), for the extractors that run a model's children in turn
+    and take some of their outputs: timm's ``feature_cls='dict'``/``'list'``, torchvision's
+    ``IntermediateLayerGetter``. Its ``feature_info`` names the children that output F1-F4."""
+    modules = [('images', ImageInput(backbone.in_channels)), ('tokenizer', backbone.tokenizer)]
+    if backbone.conv_stages is not None:
+        modules.append(('conv_stages', backbone.conv_stages))
+    modules += [(f'stages_{i}', stage) for i, stage in enumerate(backbone.stages)]
+    chain = nn.Sequential(OrderedDict(modules))
+    chain.feature_info = [dict(num_chs=c, reduction=s, module=name.replace('.', '_')) for c, s, name
+                          in zip(backbone.channels, backbone.strides, backbone.feature_modules)]
+    return chain.train(backbone.training)
 
 
 def check_global_pool(global_pool: str) -> None:

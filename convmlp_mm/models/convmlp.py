@@ -158,8 +158,12 @@ class ConvMLP(nn.Module):
     3      F4, dims[2]         32      stages.1 + stages.2 / stages.2 + stages.3
     =====  ==================  ======  =================================================
 
-    ``out_indices`` picks among F1-F4 and ``frozen_stages`` counts in the same stages. Any input
-    of at least 32x32 works; each stride-2 step gives ``ceil(H / 2)``. A plain ``nn.Module``
+    F(i+1) is the output of the module :attr:`feature_modules` ``[i]`` names (the last one of each
+    row: the stages take and return NCHW views), so forward hooks and the feature extractors that
+    take module names find F1-F4. ``out_indices`` picks among F1-F4 and ``frozen_stages`` counts
+    in the same stages. Any input of at least 32x32 works; each stride-2 step gives
+    ``ceil(H / 2)``; torch.compile and torch.export keep batch, height and width symbolic (one
+    program for all sizes). A plain ``nn.Module``
     (torch only); with mmengine installed, the registered ``ConvMLP`` of configs is
     :class:`convmlp_mm.mm.ConvMLP`, this class with ``init_cfg``.
 
@@ -256,6 +260,10 @@ class ConvMLP(nn.Module):
         #: The modules of each feature stage, in order (what ``frozen_stages`` freezes).
         self.feature_stages: List[List[nn.Module]] = [[self.tokenizer], [stem], [self.stages[-3]],
                                                       [self.stages[-2], self.stages[-1]]]
+        #: Names of the modules whose outputs are F1-F4 (NCHW; parameter-holding modules of the
+        #: published names, none added): for forward hooks and the extractors that take module names.
+        self.feature_modules = ('tokenizer', 'conv_stages' if self.conv_stages is not None else 'stages.0',
+                                f'stages.{len(self.stages) - 3}', f'stages.{len(self.stages) - 1}')
         self.channels = (c, dims[0], dims[1], dims[2])
         #: channels and strides of the returned maps, in ``out_indices`` order
         self.out_channels = tuple(self.channels[i] for i in self.out_indices)
@@ -284,12 +292,11 @@ class ConvMLP(nn.Module):
         if self.conv_stages is not None:
             x = self.conv_stages(x)  # (N, D0, H/8, W/8)
             feats.append(x)
-        x = x.permute(0, 2, 3, 1)  # NCHW -> NHWC, a view (N, H', W', C')
         last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):
-            x = stage(x)  # (N, H'/2, W'/2, C''), the last stage without downsampling
+            x = stage(x)  # (N, C'', H'/2, W'/2), the last stage without downsampling; NCHW views of NHWC
             if i != last - 1:  # the last-but-one stage's output is the last one's input, at F4's stride
-                feats.append(x.permute(0, 3, 1, 2))  # NHWC -> NCHW view (N, C'', H'', W'')
+                feats.append(x)
         return feats
 
     # ----------------------------------------------------------------- training behaviour

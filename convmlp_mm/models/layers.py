@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..compat import is_autocast_enabled
+from ..compat import is_autocast_enabled, is_compiling
 
 
 def layer_norm(x: torch.Tensor, normalized_shape: List[int], weight: Optional[torch.Tensor],
@@ -28,10 +28,13 @@ def layer_norm(x: torch.Tensor, normalized_shape: List[int], weight: Optional[to
 
 def pad_to_even(x: torch.Tensor) -> torch.Tensor:
     """Zero-pads an NHWC tensor at the bottom/right to even height and width (a leaf of torch.fx
-    graphs: its branch depends on the input's size; traced for ONNX without the branch)."""
+    graphs: its branch depends on the input's size). Traced (torch.jit.trace for ONNX,
+    torch.compile, torch.export) it pads by the size-dependent amounts without the branch, so
+    that height and width stay symbolic; in eager mode only odd sizes are padded (a copy)."""
     h, w = x.shape[1], x.shape[2]
-    if torch.jit.is_tracing():  # sizes are traced values: pad by size-dependent amounts (0 or 1)
-        return F.pad(x, [0, 0, 0, w % 2, 0, h % 2])
+    if not torch.jit.is_scripting():
+        if torch.jit.is_tracing() or is_compiling():  # pad to 2 * ceil(H / 2): a size whose halves are provably equal
+            return F.pad(x, [0, 0, 0, 2 * ((w + 1) // 2) - w, 0, 2 * ((h + 1) // 2) - h])
     if h % 2 == 1 or w % 2 == 1:
         x = F.pad(x, [0, 0, 0, w % 2, 0, h % 2])
     return x
@@ -43,21 +46,28 @@ MIN_SIZE = 32
 
 def check_images(x: torch.Tensor, in_channels: int, min_size: int = MIN_SIZE) -> None:
     """Raises ValueError unless ``x`` is a floating-point N x in_channels x H x W tensor with H, W
-    at least ``min_size``. A leaf of torch.fx graphs (wrapped below) and scriptable."""
+    at least ``min_size``. The message, which names the input's shape, is built only on failure:
+    on the normal path no size becomes a Python value, so that torch.compile and torch.export keep
+    batch, height and width symbolic (their guards: the channels, H and W at least ``min_size``).
+    A leaf of torch.fx graphs (wrapped below) and scriptable."""
     if not torch.jit.is_scripting():
         if not isinstance(x, torch.Tensor):
             raise ValueError(f'input of type {type(x).__name__} is invalid: expected an N x {in_channels} x H x W '
                              'tensor')
-    shape = '(' + ', '.join([str(int(s)) for s in x.shape]) + ')'
     if x.dim() != 4 or x.shape[1] != in_channels:
-        raise ValueError('input of shape ' + shape + ' is invalid: expected an N x ' + str(in_channels)
+        raise ValueError('input of shape ' + shape_text(x) + ' is invalid: expected an N x ' + str(in_channels)
                          + ' x H x W tensor')
-    if min(x.shape[2], x.shape[3]) < min_size:
-        raise ValueError('input of shape ' + shape + ' is too small: height and width must be at least '
+    if x.shape[2] < min_size or x.shape[3] < min_size:  # two comparisons: min() would order H and W
+        raise ValueError('input of shape ' + shape_text(x) + ' is too small: height and width must be at least '
                          + str(min_size) + ' (the stride of F4)')
     if not x.is_floating_point():
         raise ValueError('input of dtype ' + str(x.dtype) + ' is invalid: expected a floating-point tensor '
                          '(normalised images, as the data preprocessor gives)')
+
+
+def shape_text(x: torch.Tensor) -> str:
+    """``x``'s shape as ``'(1, 3, 31, 64)'``, for error messages (it makes every size a Python int)."""
+    return '(' + ', '.join([str(int(s)) for s in x.shape]) + ')'
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -156,8 +166,10 @@ class MLPBlock(nn.Module):
 
 
 class MLPStage(nn.Module):
-    """A stage of both families on NHWC tensors: blocks, then (except in the last stage) a
-    stride-2 downsampling.
+    """A stage of both families: blocks, then (except in the last stage) a stride-2 downsampling,
+    computed on NHWC tensors. Takes and returns NCHW views (permutes of the NHWC tensors, no
+    copies), so that a stage's output is a feature map as the backbone returns it: forward hooks
+    and timm's and torchvision's feature extractors take F2-F4 from the stages.
 
     Args:
         block (type): The block class, called as ``block(channels, hidden, drop_path_rate, with_cp)``.
@@ -178,7 +190,9 @@ class MLPStage(nn.Module):
         self.downsample_mlp = downsample or nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample_mlp(self.blocks(x))
+        x = x.permute(0, 2, 3, 1)  # NCHW -> NHWC view (N, H, W, C)
+        x = self.downsample_mlp(self.blocks(x))  # (N, H/2, W/2, C'), the last stage (N, H, W, C)
+        return x.permute(0, 3, 1, 2)  # NHWC -> NCHW view (N, C', H', W')
 
 
 #: A norm layer factory: ``norm(channels)`` -> a module on NCHW tensors.
