@@ -15,6 +15,11 @@ pytestmark = pytest.mark.slow  # torch.compile and torch.export trace the models
 
 needs_export_dims = pytest.mark.skipif(not HAS_EXPORT_DIMS, reason='torch.export.Dim (dynamic sizes of an '
                                        'exported program) is torch 2.2 and later')
+#: torch 2.1's dynamo (the oldest stack) traces dynamic sizes into a graph per size (measured: the
+#: single-graph, inductor and training-step tests below fail there); the dynamic-shape path is
+#: tested from torch 2.3 on, where torch.compiler.is_compiling exists.
+needs_dynamic_dynamo = pytest.mark.skipif(not HAS_IS_COMPILING, reason='dynamic sizes under torch.compile are '
+                                          'one graph from torch 2.3 on; torch 2.1 and 2.2 guard on them')
 #: Sizes none of the traces below is made at, odd ones included.
 SIZES = [(1, 3, 97, 65), (3, 3, 33, 128), (4, 3, 161, 224)]
 
@@ -75,11 +80,9 @@ def test_timm_classifier_exports_with_dynamic_sizes():
             assert rel_err(program.module()(x), model(x)) < 1e-5, size
 
 
+@needs_dynamic_dynamo
 @pytest.mark.parametrize('family', [ConvMLP, PureMLP])
 def test_compile_fullgraph_dynamic_is_one_graph_for_changing_sizes(family):
-    if family is PureMLP and not HAS_IS_COMPILING:
-        pytest.skip('torch.compiler.is_compiling is torch 2.3 and later: before, the patch merging pads odd sizes '
-                    'in a branch, which dynamo guards on (a graph per parity)')
     torch._dynamo.reset()
     counters.clear()
     backend = CountingBackend()
@@ -92,6 +95,7 @@ def test_compile_fullgraph_dynamic_is_one_graph_for_changing_sizes(family):
     assert backend.graphs == 1 and not counters['graph_break']
 
 
+@needs_dynamic_dynamo
 def test_inductor_with_dynamic_sizes_gives_the_eager_numbers():
     """Inductor's kernels for symbolic sizes: a stage with the Conv-MLP block (LayerNorms, channel
     MLPs, the depthwise conv) and patch merging (odd sizes padded by symbolic amounts), at an even
@@ -123,6 +127,7 @@ def segmentation_batch(height, width):
                 data_samples=samples)
 
 
+@needs_dynamic_dynamo
 @pytest.mark.parametrize('config, batch', [
     ('configs/retinanet/retinanet_convmlp-s_fpn_1x_coco.py', detection_batch),
     ('configs/sem_fpn/fpn_convmlp-s_8xb2-40k_ade20k-512x512.py', segmentation_batch)])
