@@ -10,7 +10,7 @@ PY := .venv/bin/python
 # computing; tests that share an expensive fixture are one xdist_group (tests/conftest.py).
 PYTEST := -m pytest -n 2 --dist loadgroup --durations=30 tests
 
-.PHONY: env env-oldest lint test test-quick test-oldest test-all coverage demo demo-seg demo-cls
+.PHONY: env env-oldest lint test test-quick test-oldest test-all coverage demo demo-seg demo-cls compare
 env:
 	@tools/setup_env.sh
 
@@ -85,3 +85,17 @@ demo-cls-pictures:
 	$(PY) tools/visualize_saliency.py $(DEMO_CLS) $$(cat work_dirs/demo-cls/last_checkpoint) \
 		$(addprefix data/shapes_cls/val/,$(wordlist 1,4,$(CLS_IMAGES))) --out work_dirs/demo-cls/saliency.png
 	@echo "pictures: work_dirs/demo-cls/predictions.png (and predictions/*.png), work_dirs/demo-cls/saliency.png"
+
+# The paper's comparison on the quickstart data: RetinaNet, Mask R-CNN and Semantic FPN, each with
+# ConvMLP-S, Pure-MLP-S and the host's ResNet-18 (all from scratch, one recipe per system: the
+# ConvMLP-S quickstart's), then their table (Markdown, CSV) and figure in work_dirs/compare. Each
+# training resumes where it stopped and a finished one is skipped.
+COMPARE_RUNS := $(foreach s,retinanet mask-rcnn fpn,$(foreach b,convmlp-s puremlp-s r18,$(s)_$(b)_shapes))
+
+compare: env
+	$(PY) tools/make_shapes.py
+	@for run in $(COMPARE_RUNS); do \
+		echo "== $$run"; \
+		$(PY) tools/train.py configs/quickstart/$$run.py --work-dir work_dirs/compare/$$run --resume || exit 1; \
+	done
+	$(PY) tools/analysis/compare_backbones.py $(addprefix work_dirs/compare/,$(COMPARE_RUNS)) --out-dir work_dirs/compare
