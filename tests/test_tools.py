@@ -91,3 +91,63 @@ def test_dist_train_two_cpu_processes(workspace):
                '--cfg-options', *QUICK['fpn_convmlp-s_shapes.py'], *COMMON], workspace, env=env)
     assert 'Distributed training: True' in out or 'world_size' in out.lower()
     assert [osp.basename(p) for p in glob.glob(str(work_dir / '*.pth'))] == ['iter_2.pth']
+
+
+COMPARED = {  # run -> overrides: one training iteration of each system, evaluated at its end
+    'retinanet_convmlp-s_shapes': ['train_cfg.max_epochs=1', 'model.test_cfg.score_thr=0.0'],
+    'retinanet_r18_shapes': ['train_cfg.max_epochs=1', 'model.test_cfg.score_thr=0.0'],
+    'mask-rcnn_puremlp-s_shapes': ['train_cfg.max_epochs=1', 'model.test_cfg.rcnn.score_thr=0.0'],
+    'fpn_r18_shapes': ['train_cfg.max_iters=1', 'train_cfg.val_interval=1'],
+}
+
+
+def test_compare_backbones_reads_what_the_hosts_logged(workspace):
+    import csv
+    import re
+
+    from mmengine.config import Config
+
+    from convmlp_mm.mm import build_host_model
+    logged = {}
+    for name, overrides in COMPARED.items():
+        out = run([sys.executable, osp.join(ROOT, 'tools/train.py'), osp.join(ROOT, f'configs/quickstart/{name}.py'),
+                   '--work-dir', str(workspace / 'compare' / name), '--cfg-options', 'train_dataloader.batch_size=4',
+                   *overrides, *COMMON], workspace)
+        # the evaluators' own log line, e.g. "coco/bbox_mAP: 0.0010  coco/bbox_mAP_50: ..." or "mIoU: 3.2100"
+        logged[name] = {key: float(value) for key, value in re.findall(r'(coco/\w+|mIoU): (-?[\d.]+)', out)}
+    tool = osp.join(ROOT, 'tools/analysis/compare_backbones.py')
+    dirs = [str(workspace / 'compare' / name) for name in COMPARED]
+    out = run([sys.executable, tool, *dirs, '--out-dir', str(workspace / 'table'), '--input-size', '64', '80'],
+              workspace)
+
+    with open(workspace / 'table/compare.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [(row['system'], row['backbone']) for row in rows] == [
+        ('RetinaNet', 'ConvMLP-S'), ('RetinaNet', 'ResNet-18'), ('Mask R-CNN', 'Pure-MLP-S'),
+        ('Semantic FPN', 'ResNet-18')]
+    for name, row in zip(COMPARED, rows):
+        if name.startswith('fpn'):
+            assert float(row['mIoU']) == pytest.approx(logged[name]['mIoU'], abs=0.006)
+        else:
+            ap = 'AP^b' if name.startswith('mask') else 'AP'
+            assert float(row[ap]) == pytest.approx(100 * logged[name]['coco/bbox_mAP'], abs=0.06)
+            if name.startswith('mask'):
+                assert float(row['AP^m']) == pytest.approx(100 * logged[name]['coco/segm_mAP'], abs=0.06)
+        config = osp.join(ROOT, f'configs/quickstart/{name}.py')
+        model, _ = build_host_model(Config.fromfile(config), config)
+        assert float(row['params_M']) == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6, abs=1e-3)
+    assert [line for line in out.splitlines() if line.startswith('### ')] == [
+        '### RetinaNet', '### Mask R-CNN', '### Semantic FPN']
+    with open(workspace / 'table/compare.png', 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+    # a run that has not evaluated: one error naming it and what it lacks, nothing written
+    unevaluated = workspace / 'compare' / 'unevaluated'
+    run([sys.executable, osp.join(ROOT, 'tools/train.py'), osp.join(ROOT, 'configs/quickstart/retinanet_r18_shapes.py'),
+         '--work-dir', str(unevaluated), '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
+         'train_dataloader.batch_size=4', *COMMON], workspace)
+    proc = tool_runner.run([sys.executable, tool, dirs[0], str(unevaluated), '--out-dir', str(workspace / 'none')],
+                           workspace, dict(os.environ))
+    assert proc.returncode == 1
+    assert f'{unevaluated}: RetinaNet needs the metrics coco/bbox_mAP' in proc.stderr
+    assert 'found no evaluation at all' in proc.stderr and not osp.exists(workspace / 'none')
