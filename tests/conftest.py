@@ -8,6 +8,9 @@ name, and the tiers of the suite.
 - ``stack_independent(reason)``: a test whose behaviour does not depend on the stack's versions
   (the OpenMMLab versions are the same on both; only torch and numpy differ). ``--oldest-stack``
   (``make test-oldest``) leaves these to the newest stack and lists them with their reasons.
+- ``clients``: needs the clients extra (Hugging Face transformers), which mmpretrain 1.2.0 cannot
+  be imported beside: skipped with the reason in .venv, run by ``make test-clients`` in
+  .venv-clients (.venv without mmpretrain, tools/setup_env.sh).
 """
 import os
 import os.path as osp
@@ -36,6 +39,7 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: starts tools, trainings or other processes (not in make test-quick)')
     config.addinivalue_line('markers', 'xdist_group(name): run in the same pytest-xdist worker as its group')
     config.addinivalue_line('markers', 'stack_independent(reason): run on the newest stack only, for the reason given')
+    config.addinivalue_line('markers', 'clients: needs the clients extra (transformers): make test-clients runs it')
     config.left_to_newest = []
 
 

@@ -62,10 +62,11 @@ DETRS = ['Detr', 'ConditionalDetr', 'DeformableDetr']
 
 def transformers():
     return pytest.importorskip('transformers', reason='transformers is not installed: the clients extra, outside '
-                               '.[all] (mmpretrain 1.2.0 cannot be imported beside it) and the oldest stack '
-                               '(transformers 5 needs torch >= 2.6)')
+                               '.[all] (mmpretrain 1.2.0 cannot be imported beside it; make test-clients runs this in '
+                               '.venv-clients) and the oldest stack (transformers 5 needs torch >= 2.6)')
 
 
+@pytest.mark.clients
 @pytest.mark.parametrize('family', DETRS)
 def test_hugging_face_detr_trains_saves_and_loads(family, tmp_path):
     hf = transformers()
@@ -92,6 +93,7 @@ def test_hugging_face_detr_trains_saves_and_loads(family, tmp_path):
     assert torch.equal(ours.logits, theirs.logits) and torch.equal(ours.pred_boxes, theirs.pred_boxes)
 
 
+@pytest.mark.clients
 @pytest.mark.parametrize('family', DETRS)
 def test_hugging_face_short_form_says_what_to_pass(family):
     """``use_timm_backbone=True, backbone='convmlp_s'`` asks timm for a fifth level: our error names

@@ -210,7 +210,10 @@ def code_blocks():
     for page in doc_pages():
         for block in fenced_blocks(page):
             if block.language == 'python' or block.language in SHELLS:
-                yield pytest.param(block, id=f'{block.page}:{block.line}')
+                run_with = RUN_WITH.fullmatch(block.marker)
+                clients = run_with and run_with.group(1).split('.')[0] in CLIENTS
+                yield pytest.param(block, id=f'{block.page}:{block.line}',
+                                   marks=[pytest.mark.clients] if clients else [])
 
 
 @pytest.fixture(scope='module')
@@ -257,6 +260,10 @@ def check_command(line: str) -> None:
     for word in words[1:]:
         if word.startswith(('configs/', 'tools/')):
             assert osp.exists(osp.join(ROOT, word)), f'{line}: {word} does not exist'
+
+
+#: modules of the clients extra: blocks run with them are the `clients` tier (tests/conftest.py)
+CLIENTS = ('transformers', 'scipy')
 
 
 @pytest.mark.slow  # runs the tools' --help and builds models

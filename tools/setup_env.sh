@@ -3,6 +3,14 @@
 #
 #   tools/setup_env.sh                    .venv with constraints.txt (newest supported stack)
 #   tools/setup_env.sh oldest             .venv-oldest with constraints-oldest.txt (oldest one)
+#   tools/setup_env.sh clients            .venv-clients: .venv without mmpretrain, with the clients
+#                                         extra (Hugging Face transformers; tests/test_clients.py)
+#
+# mmpretrain 1.2.0 cannot be imported beside transformers >= 4.57 (setup.py), so the clients extra
+# gets an environment without mmpretrain. It holds no second copy of torch and the rest: its
+# site-packages links to each entry of .venv's except mmpretrain's, and pip adds the clients
+# extra's own packages (without dependencies, which would otherwise replace linked ones: every
+# one is pinned in constraints.txt, and `pip check` confirms the set is complete).
 #
 # Idempotent: a stamp in the environment records the hash of everything that decides what gets
 # installed (its constraints file, setup.py, this script); when it matches, the script returns
@@ -26,6 +34,7 @@ cd "$(dirname "$0")/.."
 case "${1:-default}" in
     default) VENV=.venv; CONSTRAINTS=constraints.txt ;;
     oldest) VENV=.venv-oldest; CONSTRAINTS=constraints-oldest.txt ;;
+    clients) VENV=.venv-clients; CONSTRAINTS=constraints.txt ;;
     -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "usage: $0 [default|oldest] (got '$1')" >&2; exit 2 ;;
 esac
@@ -37,6 +46,39 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
 fi
 
 PYTHON=$(command -v python3.11 || command -v python3)
+if [[ "$VENV" == .venv-clients ]]; then
+    tools/setup_env.sh
+    echo "[setup_env] $VENV: .venv without mmpretrain, with the clients extra"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv --without-pip "$VENV"
+    source_site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    for entry in "$source_site"/*; do
+        case "$(basename "$entry")" in
+            mmpretrain|mmpretrain-*.dist-info|__pycache__) ;;
+            *) ln -s "$entry" "$site/" ;;
+        esac
+    done
+    clients=$(.venv/bin/python -c "import ast, re; \
+        src = open('setup.py').read(); \
+        print(' '.join(re.split('[<>=]', r)[0] for r in ast.literal_eval(re.search(r\"'clients': (\\[.*?\\])\", src).group(1))))")
+    # what pip would add for the extra; refused if that replaces a linked package of .venv
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" --dry-run --quiet \
+        --report "$VENV/report.json" $clients
+    adds=$("$VENV/bin/python" -c "import json, os, sys; \
+        names = [i['metadata']['name'] + '==' + i['metadata']['version'] for i in json.load(open(sys.argv[1]))['install']]; \
+        linked = [n for n in names if any(os.path.islink(os.path.join(sys.argv[2], e)) for e in os.listdir(sys.argv[2]) \
+                  if e.lower().replace('_', '-').startswith(n.split('==')[0].lower().replace('_', '-') + '-'))]; \
+        sys.exit('the clients extra would replace these packages of .venv: ' + ' '.join(linked)) if linked else \
+        print(' '.join(names))" "$VENV/report.json" "$site")
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" --no-deps $adds
+    "$VENV/bin/python" -m pip check
+    "$VENV/bin/python" -c "import convmlp_mm, transformers, scipy, timm; import importlib.util as u; \
+        assert u.find_spec('mmpretrain') is None"
+    echo "$want" > "$STAMP"
+    echo "[setup_env] environment ready: $VENV"
+    exit 0
+fi
 echo "[setup_env] $VENV from $CONSTRAINTS with $($PYTHON --version)"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 VPY="$VENV/bin/python"
