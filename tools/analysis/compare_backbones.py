@@ -114,9 +114,15 @@ def measure(work_dir: str, input_size: Optional[Tuple[int, int]] = None) -> dict
     with torch.no_grad():
         macs = count_macs(TensorForward(model, scope, h, w), (torch.rand(1, 3, h, w), ))['all']
     scale = 1 if columns is SEG else 100  # mmseg logs percentages, mmdet fractions
+    # pycocotools gives -1 for a size range without ground truth: no value
+    values = {name: metrics[key] * scale if metrics[key] >= 0 else None for name, key in columns}
     return dict(system=system, backbone=backbone_name(cfg), work_dir=work_dir, columns=columns,
                 params=params['all'] / 1e6, trainable=params['trainable'] / 1e6, gmacs=macs / 1e9,
-                input=f'{h}x{w}', **{name: metrics[key] * scale for name, key in columns})
+                input=f'{h}x{w}', **values)
+
+
+def number(value: Optional[float], digits: int) -> str:
+    return '' if value is None else f'{value:.{digits}f}'
 
 
 def markdown(rows: List[dict]) -> str:
@@ -129,7 +135,8 @@ def markdown(rows: List[dict]) -> str:
                 f"| backbone | params (M) | trainable (M) | GMACs ({group[0]['input']}) | {' | '.join(names)} | run |",
                 '|---' * (len(names) + 5) + '|']
         out += [f"| {row['backbone']} | {row['params']:.2f} | {row['trainable']:.2f} | {row['gmacs']:.1f} | "
-                + ' | '.join(f'{row[name]:.1f}' for name in names) + f" | {row['work_dir']} |" for row in group]
+                + ' | '.join(number(row[name], 1) or '–' for name in names) + f" | {row['work_dir']} |"
+                for row in group]
         out.append('')
     return '\n'.join(out)
 
@@ -142,7 +149,7 @@ def csv_text(rows: List[dict]) -> str:
     writer.writerow(fields)
     for row in rows:
         writer.writerow([row['system'], row['backbone'], f"{row['params']:.3f}", f"{row['trainable']:.3f}",
-                         f"{row['gmacs']:.2f}", row['input']] + [f'{row[n]:.2f}' if n in row else '' for n in names]
+                         f"{row['gmacs']:.2f}", row['input']] + [number(row.get(n), 2) for n in names]
                         + [row['work_dir']])
     return buffer.getvalue()
 
@@ -161,7 +168,7 @@ def figure(rows: List[dict], path: str) -> None:
         width = 0.8 / len(group)
         for i, row in enumerate(group):
             xs = [j + (i - (len(group) - 1) / 2) * width for j in range(len(names))]
-            bars = ax.bar(xs, [row[name] for name in names], width, label=row['backbone'])
+            bars = ax.bar(xs, [row[name] or 0 for name in names], width, label=row['backbone'])
             ax.bar_label(bars, fmt='%.1f', fontsize=7)
         ax.set_xticks(range(len(names)), names)
         ax.set_title(system)
