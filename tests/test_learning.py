@@ -1,0 +1,109 @@
+"""Each system learns with each kind of backbone: RetinaNet, Mask R-CNN and Semantic FPN with
+ConvMLP-S and with the host's ResNet-18 (from scratch, nothing frozen), trained in this process by
+mmengine's Runner from the quickstart configs (their model, optimizer and gradient clipping) on four
+generated images, the learning rate warmed up in 4 iterations to the config's own. The mean loss of
+the last iterations is at most 1/FACTOR of the untrained model's (the first iteration's), and every
+parameter was updated: a change that stops a system learning (an optimizer that does not step, a
+part cut off from the loss, a recipe that blows the loss up) fails here.
+
+Measured (torch 2.14.1, 1 thread): the first loss over the last 4 iterations' mean is 3.5 and 3.6
+for RetinaNet (ConvMLP-S, ResNet-18), 3.1 and 3.6 for Mask R-CNN, 5.2 and 5.9 for Semantic FPN.
+RetinaNet's former quickstart recipe (no norm in the head, lr 1e-3), which did not learn in the
+quickstart's 12 epochs, gives 1.2 and 1.4 here, with loss spikes of 9x and 16x the first."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+import convmlp_mm.mm  # noqa: F401  (registers the backbones)
+from convmlp_mm.data import generate
+
+from toy import experiment_name
+
+pytestmark = pytest.mark.slow  # trainings
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+HEIGHT, WIDTH = 64, 80
+ITERS = 24  # 2 images a batch, 4 images: 12 epochs of the detectors' epoch-based loops
+WINDOW = 4  # iterations averaged at the end
+# config, minimum fall of the loss (the first iteration's / the last WINDOW's mean)
+SYSTEMS = {
+    'retinanet': ('retinanet_convmlp-s_shapes.py', 2.5),
+    'mask-rcnn': ('mask-rcnn_convmlp-s_shapes.py', 2.0),
+    'sem-fpn': ('fpn_convmlp-s_shapes.py', 3.0),
+}
+RESNET18 = dict(depth=18, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False,
+                norm_cfg=dict(type='BN', requires_grad=True), style='pytorch', init_cfg=None)
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp('learning')
+    generate(str(cwd / 'data/shapes'), num_train=4, num_val=1, size=(HEIGHT, WIDTH), seed=4)
+    return cwd
+
+
+class Record(Hook):
+    """The loss of every iteration, and the parameters before training."""
+
+    def __init__(self):
+        self.losses, self.before = [], {}
+
+    def before_train(self, runner):
+        self.before = {name: p.detach().clone() for name, p in runner.model.named_parameters()}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.losses.append(float(outputs['loss'].detach()))
+
+
+def short_run(config: str, backbone: str, work_dir: str) -> Config:
+    """The quickstart config for ITERS iterations of 2 images at HEIGHTxWIDTH, without validation
+    or checkpoints; the learning rate warms up over 4 iterations to the config's own."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/quickstart', config))
+    cfg.work_dir, cfg.experiment_name = work_dir, experiment_name()
+    # mmengine's registry returns the existing visualizer of a name (the hosts' bases name it
+    # 'visualizer'), which writes into the first runner's work dir: one name per runner
+    cfg.visualizer.name = cfg.experiment_name
+    cfg.train_dataloader.update(batch_size=2, num_workers=0, persistent_workers=False)
+    for transform in cfg.train_dataloader.dataset.pipeline:
+        if transform.type == 'Resize':
+            transform.scale = (WIDTH, HEIGHT)
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    if cfg.default_scope == 'mmseg':
+        cfg.train_cfg.update(max_iters=ITERS, val_interval=ITERS + 1)
+        cfg.model.data_preprocessor.size = (HEIGHT, WIDTH)
+    else:
+        cfg.train_cfg.update(max_epochs=ITERS * 2 // 4, val_interval=ITERS)
+    cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
+    cfg.default_hooks.checkpoint = None
+    cfg.default_hooks.logger.interval = ITERS
+    if backbone == 'resnet-18':
+        if cfg.default_scope == 'mmseg':
+            cfg.model.backbone = dict(type='ResNetV1c', dilations=(1, 1, 1, 1), strides=(1, 2, 2, 2),
+                                      contract_dilation=True, **RESNET18)
+        else:
+            cfg.model.backbone = dict(type='ResNet', **RESNET18)
+    return cfg
+
+
+@pytest.mark.parametrize('backbone', ['convmlp-s', 'resnet-18'])
+@pytest.mark.parametrize('system', list(SYSTEMS))
+def test_the_loss_falls_and_every_parameter_learns(shapes, tmp_path, monkeypatch, system, backbone):
+    config, factor = SYSTEMS[system]
+    monkeypatch.chdir(shapes)  # the configs' data_root is data/shapes/...
+    runner = Runner.from_cfg(short_run(config, backbone, str(tmp_path)))
+    record = Record()
+    runner.register_hook(record, priority='LOWEST')
+    runner.train()
+
+    losses = record.losses
+    assert len(losses) == ITERS
+    first, last = losses[0], sum(losses[-WINDOW:]) / WINDOW
+    assert last * factor <= first, (f'{system} {backbone}: the loss fell from {first:.3f} to {last:.3f}, '
+                                    f'not by {factor}x: {[round(x, 3) for x in losses]}')
+    unchanged = [name for name, p in runner.model.named_parameters() if torch.equal(p, record.before[name])]
+    assert not unchanged, f'{system} {backbone}: not updated: {unchanged[:10]} ({len(unchanged)} tensors)'
