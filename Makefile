@@ -2,9 +2,9 @@
 # supported stack, .venv) and `make test-oldest` (on the oldest one, .venv-oldest, the tests whose
 # behaviour depends on the versions: tests/conftest.py); `make test-clients` the tests of the
 # clients extra (.venv-clients); `make test-all` runs them all, as CI does; `make test-quick` is
-# the edit-test loop (the linter, then no tool runs or trainings); `make lint` is the linter alone. Each first runs tools/setup_env.sh, which creates the environment and
-# installs its pinned stack on a fresh machine and returns in a second when everything is already
-# there.
+# the edit-test loop (the linter, then no tool runs or trainings); `make lint` is the linter
+# alone. Each first runs tools/setup_env.sh, which creates the environment and installs its pinned
+# stack on a fresh machine and returns in a second when everything is already there.
 PY := .venv/bin/python
 # Two pytest-xdist workers: the suite's waits (Slurm, timeouts, process starts) overlap with
 # computing; tests that share an expensive fixture are one xdist_group (tests/conftest.py).
@@ -34,6 +34,7 @@ test-oldest: env-oldest
 # imported beside): in .venv-clients, .venv without mmpretrain (tools/setup_env.sh clients).
 test-clients: env
 	@tools/setup_env.sh clients
+	.venv-clients/bin/python -c "import transformers, scipy"  # the tests skip without them
 	.venv-clients/bin/python -m pytest -m clients tests/test_clients.py tests/test_docs.py
 
 test-all: lint test test-clients test-oldest

@@ -19,7 +19,7 @@ import tool_runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PAGES = ('install', 'get_started', 'model_zoo', 'usage', 'train_test', 'checkpoints', 'deployment', 'tools',
-         'benchmarks', 'development', 'changelog')
+         'comparison', 'benchmarks', 'development', 'changelog')
 
 
 def read(path):

@@ -8,9 +8,10 @@
 #
 # mmpretrain 1.2.0 cannot be imported beside transformers >= 4.57 (setup.py), so the clients extra
 # gets an environment without mmpretrain. It holds no second copy of torch and the rest: its
-# site-packages links to each entry of .venv's except mmpretrain's, and pip adds the clients
-# extra's own packages (without dependencies, which would otherwise replace linked ones: every
-# one is pinned in constraints.txt, and `pip check` confirms the set is complete).
+# site-packages links to each entry of .venv's except mmpretrain's and pip's, and .venv's pip puts
+# the packages that the clients extra adds to .venv's set into it (each pinned in constraints.txt;
+# one that would replace a package of .venv stops the set-up, and `pip check` confirms the set).
+# Rebuilt whenever .venv is.
 #
 # Idempotent: a stamp in the environment records the hash of everything that decides what gets
 # installed (its constraints file, setup.py, this script); when it matches, the script returns
@@ -36,7 +37,7 @@ case "${1:-default}" in
     oldest) VENV=.venv-oldest; CONSTRAINTS=constraints-oldest.txt ;;
     clients) VENV=.venv-clients; CONSTRAINTS=constraints.txt ;;
     -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) echo "usage: $0 [default|oldest] (got '$1')" >&2; exit 2 ;;
+    *) echo "usage: $0 [default|oldest|clients] (got '$1')" >&2; exit 2 ;;
 esac
 
 STAMP="$VENV/.convmlp_mm-stamp"
@@ -47,34 +48,53 @@ fi
 
 PYTHON=$(command -v python3.11 || command -v python3)
 if [[ "$VENV" == .venv-clients ]]; then
-    tools/setup_env.sh
+    tools/setup_env.sh  # .venv first: this environment links to it
+    want=$(cat "$CONSTRAINTS" setup.py tools/setup_env.sh .venv/.convmlp_mm-stamp | sha256sum | cut -d' ' -f1)
+    if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -z "$(find "$VENV" -xtype l -print -quit)" ]]; then
+        exit 0
+    fi
     echo "[setup_env] $VENV: .venv without mmpretrain, with the clients extra"
     rm -rf "$VENV"
-    "$PYTHON" -m venv --without-pip "$VENV"
+    "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv --without-pip "$VENV"
     source_site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    # no pip either: a pip run here would change .venv through the links
     for entry in "$source_site"/*; do
         case "$(basename "$entry")" in
-            mmpretrain|mmpretrain-*.dist-info|__pycache__) ;;
+            mmpretrain|mmpretrain-*.dist-info|pip|pip-*.dist-info|__pycache__) ;;
             *) ln -s "$entry" "$site/" ;;
         esac
     done
-    clients=$(.venv/bin/python -c "import ast, re; \
-        src = open('setup.py').read(); \
-        print(' '.join(re.split('[<>=]', r)[0] for r in ast.literal_eval(re.search(r\"'clients': (\\[.*?\\])\", src).group(1))))")
-    # what pip would add for the extra; refused if that replaces a linked package of .venv
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" --dry-run --quiet \
+    # the extra's requirements from the installed metadata; resolved against .venv (the same
+    # packages but mmpretrain, which constrains none of them)
+    clients=$(.venv/bin/python -c "import importlib.metadata as m; print(' '.join(r.split(';')[0].replace(' ', '') \
+        for r in m.requires('convmlp_mm') if r.replace(' ', '').endswith('extra==\"clients\"')))")
+    .venv/bin/python -m pip install --disable-pip-version-check -c "$CONSTRAINTS" --dry-run --quiet \
         --report "$VENV/report.json" $clients
-    adds=$("$VENV/bin/python" -c "import json, os, sys; \
-        names = [i['metadata']['name'] + '==' + i['metadata']['version'] for i in json.load(open(sys.argv[1]))['install']]; \
-        linked = [n for n in names if any(os.path.islink(os.path.join(sys.argv[2], e)) for e in os.listdir(sys.argv[2]) \
-                  if e.lower().replace('_', '-').startswith(n.split('==')[0].lower().replace('_', '-') + '-'))]; \
-        sys.exit('the clients extra would replace these packages of .venv: ' + ' '.join(linked)) if linked else \
-        print(' '.join(names))" "$VENV/report.json" "$site")
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -c "$CONSTRAINTS" --no-deps $adds
-    "$VENV/bin/python" -m pip check
-    "$VENV/bin/python" -c "import convmlp_mm, transformers, scipy, timm; import importlib.util as u; \
-        assert u.find_spec('mmpretrain') is None"
+    adds=$(.venv/bin/python - "$VENV/report.json" "$source_site" <<'PY'
+import json, os, sys
+from packaging.utils import canonicalize_name
+report, site = sys.argv[1:]
+installed = {canonicalize_name(entry.split('-')[0]) for entry in os.listdir(site) if entry.endswith('.dist-info')}
+adds = [(item['metadata']['name'], item['metadata']['version']) for item in json.load(open(report))['install']]
+replaced = [name for name, _ in adds if canonicalize_name(name) in installed]
+if replaced:
+    sys.exit('the clients extra would replace packages of .venv: ' + ' '.join(replaced))
+print(' '.join(f'{name}=={version}' for name, version in adds))
+PY
+)
+    .venv/bin/python -m pip install --disable-pip-version-check -c "$CONSTRAINTS" --no-deps --quiet \
+        --target "$site" $adds
+    rm "$VENV/report.json"
+    pip_only=$(mktemp -d)
+    ln -s "$source_site/pip" "$pip_only/pip"
+    # every requirement met but pip itself (openmim's), which this environment leaves out
+    broken=$(PYTHONPATH="$pip_only" "$VENV/bin/python" -m pip check | grep -v -e '^No broken requirements found' \
+        -e ' requires pip, which is not installed' || true)
+    rm -rf "$pip_only"
+    [[ -z "$broken" ]] || { echo "[setup_env] $VENV: $broken" >&2; exit 1; }
+    "$VENV/bin/python" -c "import importlib.util, convmlp_mm, scipy, timm, transformers; \
+        assert importlib.util.find_spec('mmpretrain') is None"
     echo "$want" > "$STAMP"
     echo "[setup_env] environment ready: $VENV"
     exit 0
