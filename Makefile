@@ -95,13 +95,17 @@ demo-cls-pictures:
 
 # The paper's comparison on the quickstart data: RetinaNet, Mask R-CNN and Semantic FPN, each with
 # ConvMLP-S, Pure-MLP-S and the host's ResNet-18 (all from scratch, one recipe per system: the
-# ConvMLP-S quickstart's), then their table (Markdown, CSV) and figure in work_dirs/compare. Each
-# training resumes where it stopped and a finished one is skipped.
+# ConvMLP-S quickstart's), then their table (Markdown, CSV) and figure in work_dirs/compare. A run
+# that has evaluated (the quickstarts evaluate at their end only) is skipped; one stopped by
+# SIGTERM resumes from the checkpoint it wrote then; any other starts again.
 COMPARE_RUNS := $(foreach s,retinanet mask-rcnn fpn,$(foreach b,convmlp-s puremlp-s r18,$(s)_$(b)_shapes))
 
 compare: env
 	$(PY) tools/make_shapes.py
 	@for run in $(COMPARE_RUNS); do \
+		if grep -qs -e '"mIoU"' -e '"coco/bbox_mAP"' work_dirs/compare/$$run/*/vis_data/scalars.json; then \
+			echo "== $$run: evaluated, skipped"; continue; \
+		fi; \
 		echo "== $$run"; \
 		$(PY) tools/train.py configs/quickstart/$$run.py --work-dir work_dirs/compare/$$run --resume || exit 1; \
 	done

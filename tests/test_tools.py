@@ -95,10 +95,15 @@ def test_dist_train_two_cpu_processes(workspace):
 
 COMPARED = {  # run -> overrides: one training iteration of each system, evaluated at its end
     'retinanet_convmlp-s_shapes': ['train_cfg.max_epochs=1', 'model.test_cfg.score_thr=0.0'],
-    'retinanet_r18_shapes': ['train_cfg.max_epochs=1', 'model.test_cfg.score_thr=0.0'],
+    'retinanet_r18_shapes': ['train_cfg.max_epochs=1', 'model.test_cfg.score_thr=0.0',
+                             'model.backbone.frozen_stages=1'],
     'mask-rcnn_puremlp-s_shapes': ['train_cfg.max_epochs=1', 'model.test_cfg.rcnn.score_thr=0.0'],
     'fpn_r18_shapes': ['train_cfg.max_iters=1', 'train_cfg.val_interval=1'],
 }
+# tools/test.py of the Semantic FPN run on its training images, into the same work dir: the newest
+# evaluation, which the table must show instead of the training's
+ON_TRAINING_IMAGES = ['test_dataloader.dataset.data_prefix.img_path=images/training',
+                      'test_dataloader.dataset.data_prefix.seg_map_path=annotations/training']
 
 
 def test_compare_backbones_reads_what_the_hosts_logged(workspace):
@@ -115,6 +120,13 @@ def test_compare_backbones_reads_what_the_hosts_logged(workspace):
                    *overrides, *COMMON], workspace)
         # the evaluators' own log line, e.g. "coco/bbox_mAP: 0.0010  coco/bbox_mAP_50: ..." or "mIoU: 3.2100"
         logged[name] = {key: float(value) for key, value in re.findall(r'(coco/\w+|mIoU): (-?[\d.]+)', out)}
+    fpn = workspace / 'compare' / 'fpn_r18_shapes'
+    out = run([sys.executable, osp.join(ROOT, 'tools/test.py'), osp.join(ROOT, 'configs/quickstart/fpn_r18_shapes.py'),
+               str(fpn / 'iter_1.pth'), '--work-dir', str(fpn), '--cfg-options', *ON_TRAINING_IMAGES, *COMMON],
+              workspace)
+    tested = float(re.findall(r'mIoU: ([\d.]+)', out)[-1])
+    assert tested != logged['fpn_r18_shapes']['mIoU']  # else the next assertions could not tell them apart
+    logged['fpn_r18_shapes']['mIoU'] = tested
     tool = osp.join(ROOT, 'tools/analysis/compare_backbones.py')
     dirs = [str(workspace / 'compare' / name) for name in COMPARED]
     out = run([sys.executable, tool, *dirs, '--out-dir', str(workspace / 'table'), '--input-size', '64', '80'],
@@ -133,21 +145,32 @@ def test_compare_backbones_reads_what_the_hosts_logged(workspace):
             assert float(row[ap]) == pytest.approx(100 * logged[name]['coco/bbox_mAP'], abs=0.06)
             if name.startswith('mask'):
                 assert float(row['AP^m']) == pytest.approx(100 * logged[name]['coco/segm_mAP'], abs=0.06)
-        config = osp.join(ROOT, f'configs/quickstart/{name}.py')
-        model, _ = build_host_model(Config.fromfile(config), config)
+            else:  # no large objects in 64x80 images: pycocotools' -1, no value
+                assert logged[name]['coco/bbox_mAP_l'] == -1 and row['APl'] == ''
+        # parameters as the host builds the model of the config the run recorded
+        cfg = Config.fromfile(osp.join(ROOT, f'configs/quickstart/{name}.py'))
+        if 'model.backbone.frozen_stages=1' in COMPARED[name]:
+            cfg.model.backbone.frozen_stages = 1
+        model, _ = build_host_model(cfg, name)
+        model.train()
         assert float(row['params_M']) == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6, abs=1e-3)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
+        assert float(row['trainable_M']) == pytest.approx(trainable, abs=1e-3)
+    assert float(rows[1]['trainable_M']) < float(rows[1]['params_M'])  # ResNet-18's stem and first stage frozen
     assert [line for line in out.splitlines() if line.startswith('### ')] == [
         '### RetinaNet', '### Mask R-CNN', '### Semantic FPN']
     with open(workspace / 'table/compare.png', 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
-    # a run that has not evaluated: one error naming it and what it lacks, nothing written
+    # runs that have not evaluated: an error naming each and what it lacks, nothing written
     unevaluated = workspace / 'compare' / 'unevaluated'
     run([sys.executable, osp.join(ROOT, 'tools/train.py'), osp.join(ROOT, 'configs/quickstart/retinanet_r18_shapes.py'),
          '--work-dir', str(unevaluated), '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
          'train_dataloader.batch_size=4', *COMMON], workspace)
-    proc = tool_runner.run([sys.executable, tool, dirs[0], str(unevaluated), '--out-dir', str(workspace / 'none')],
+    proc = tool_runner.run([sys.executable, tool, dirs[0], str(unevaluated), str(workspace / 'nowhere'),
+                            '--out-dir', str(workspace / 'none'), '--input-size', '64', '80'],
                            workspace, dict(os.environ))
     assert proc.returncode == 1
     assert f'{unevaluated}: RetinaNet needs the metrics coco/bbox_mAP' in proc.stderr
-    assert 'found no evaluation at all' in proc.stderr and not osp.exists(workspace / 'none')
+    assert 'found no COCO or mIoU evaluation' in proc.stderr
+    assert f'{workspace / "nowhere"}: not a directory' in proc.stderr and not osp.exists(workspace / 'none')
