@@ -36,10 +36,12 @@ READ_AT_START = ('PYTHONPATH', 'PYTHONHASHSEED', 'PYTHONWARNINGS', 'PYTHONSAFEPA
 def _serve(reply_fd: int) -> None:  # pragma: no cover (runs in the zygote)
     import atexit
     import importlib
+    import importlib.util
     import runpy
     import traceback
-    for name in PRELOAD:
-        importlib.import_module(name)
+    for name in PRELOAD:  # those installed: .venv-clients has no mmpretrain
+        if importlib.util.find_spec(name.split('.')[0]) is not None:
+            importlib.import_module(name)
     replies = os.fdopen(reply_fd, 'w', buffering=1)
     replies.write('ready\n')
     for line in sys.stdin:
