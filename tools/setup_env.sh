@@ -41,12 +41,6 @@ case "${1:-default}" in
 esac
 
 STAMP="$VENV/.convmlp_mm-stamp"
-want=$(cat "$CONSTRAINTS" setup.py tools/setup_env.sh | sha256sum | cut -d' ' -f1)
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
-    exit 0
-fi
-
-PYTHON=$(command -v python3.11 || command -v python3)
 if [[ "$VENV" == .venv-clients ]]; then
     tools/setup_env.sh  # .venv first: this environment links to it
     want=$(cat "$CONSTRAINTS" setup.py tools/setup_env.sh .venv/.convmlp_mm-stamp | sha256sum | cut -d' ' -f1)
@@ -99,6 +93,13 @@ PY
     echo "[setup_env] environment ready: $VENV"
     exit 0
 fi
+
+want=$(cat "$CONSTRAINTS" setup.py tools/setup_env.sh | sha256sum | cut -d' ' -f1)
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+    exit 0
+fi
+
+PYTHON=$(command -v python3.11 || command -v python3)
 echo "[setup_env] $VENV from $CONSTRAINTS with $($PYTHON --version)"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 VPY="$VENV/bin/python"
